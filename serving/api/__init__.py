@@ -1,0 +1,1 @@
+"""The HTTP surface: OpenAI routes, operational routes, error rendering, request ids."""

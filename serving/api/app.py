@@ -1,0 +1,26 @@
+"""The FastAPI application; the engines' lifecycle belongs to whoever hosts it (the BentoML service)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from serving import __version__
+from serving.api.body_limit import BodyLimitMiddleware
+from serving.api.errors import install_error_handlers
+from serving.api.request_id import RequestIdMiddleware
+from serving.api.routes import openai_router, ops_router
+from serving.gateway import Gateway
+from serving.settings import Settings
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+    """Build the app; `gateway` may be attached later (`app.state.gateway`) once the host has created it."""
+    app = FastAPI(title="servekit", version=__version__, description="OpenAI-compatible LLM serving.")
+    app.state.settings = settings
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(openai_router)
+    app.include_router(ops_router)
+    return app

@@ -1,0 +1,100 @@
+"""Serving one completion: pick the version, forward to its engine, relay the answer, record the stats.
+
+Streams are relayed chunk by chunk as they arrive (no buffering); each chunk is parsed once only to time
+tokens and to read the usage chunk, which servekit always requests and drops again when the client did not
+ask for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from serving.api.errors import error_response
+from serving.backends.base import ChunkStream, Endpoint
+from serving.errors import ServekitError
+from serving.gateway import Gateway
+from serving.metrics.stats import RequestStats
+from serving.protocol import SamplingFields
+
+VERSION_HEADER = "x-servekit-version"
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def serve_completion(gateway: Gateway, endpoint: Endpoint, body: SamplingFields) -> Response:
+    served = gateway.resolve(body.model)
+    headers = {VERSION_HEADER: served.version}
+    stats = RequestStats(route=body.model, model=served.model.name, version=served.version)
+    if not served.supervisor.ready:
+        return _failed(gateway, stats, served.supervisor.unavailable(), headers)
+    backend = served.supervisor.backend
+    payload = body.engine_payload(backend.served_name)
+    in_flight = gateway.metrics.in_flight.labels(stats.model, stats.version)
+    in_flight.inc()
+    try:
+        if body.stream:
+            stream = await backend.open_stream(endpoint, payload)
+        else:
+            result = await backend.complete(endpoint, payload)
+    except ServekitError as error:
+        in_flight.dec()
+        return _failed(gateway, stats, error, headers)
+    except asyncio.CancelledError:
+        in_flight.dec()
+        raise
+    if body.stream:
+        relay = _relay(stream, stats, gateway, keep_usage=body.wants_usage_in_stream)
+        return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
+    in_flight.dec()
+    _count_usage(stats, result.get("usage"))
+    stats.finish(200)
+    gateway.metrics.record(stats)
+    return JSONResponse(result, headers=headers)
+
+
+def _failed(gateway: Gateway, stats: RequestStats, error: ServekitError, headers: dict[str, str]) -> Response:
+    stats.finish(error.status_code)
+    gateway.metrics.record(stats)
+    return error_response(error, headers)
+
+
+def _count_usage(stats: RequestStats, usage: dict[str, Any] | None) -> None:
+    if usage:
+        stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        stats.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+
+def _has_token(chunk: dict[str, Any]) -> bool:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta")
+        if delta.get("content") if delta is not None else choice.get("text"):
+            return True
+    return False
+
+
+async def _relay(stream: ChunkStream, stats: RequestStats, gateway: Gateway, keep_usage: bool) -> AsyncIterator[bytes]:
+    status = CLIENT_CLOSED_REQUEST
+    try:
+        async for data in stream:
+            chunk = json.loads(data)
+            if chunk.get("usage") and not chunk.get("choices"):
+                _count_usage(stats, chunk["usage"])
+                if not keep_usage:
+                    continue
+            elif _has_token(chunk):
+                stats.token_arrived()
+            yield b"data: " + data.encode() + b"\n\n"
+        status = 200
+        yield b"data: [DONE]\n\n"
+    except ServekitError as error:
+        status = error.status_code
+        yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+    finally:
+        await stream.aclose()
+        gateway.metrics.in_flight.labels(stats.model, stats.version).dec()
+        stats.finish(status)
+        gateway.metrics.record(stats)

@@ -1,0 +1,77 @@
+"""Route functions stay thin: validate (FastAPI + serving.protocol), then hand over to serving.api.completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.routing import Match
+
+from serving.api.completions import serve_completion
+from serving.errors import MethodNotAllowedError, NotFoundError
+from serving.gateway import Gateway
+from serving.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse, ModelList
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request (the `param` names the field)",
+        404: "Unknown model",
+        413: "Request body too large",
+        503: "Engine starting, warming up or down (see Retry-After)",
+    }.items()
+}
+
+openai_router = APIRouter(prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES)
+ops_router = APIRouter(tags=["Operations"])
+
+
+def gateway_of(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+@openai_router.get("/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return gateway_of(request).model_list()
+
+
+@openai_router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    return await serve_completion(gateway_of(request), "chat/completions", body)
+
+
+@openai_router.post("/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    return await serve_completion(gateway_of(request), "completions", body)
+
+
+@openai_router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def unknown_route(path: str, request: Request) -> None:
+    """OpenAI-shaped 404/405 under /v1 (the host's own 404 would be plain text). Registered last."""
+    this_route = request.scope.get("route")
+    for route in request.app.router.routes:
+        if route is not this_route and route.matches(request.scope)[0] is Match.PARTIAL:
+            raise MethodNotAllowedError(f"Method {request.method} not allowed on {request.url.path}")
+    raise NotFoundError(f"No route {request.method} /v1/{path}")
+
+
+@ops_router.get("/health")
+async def health() -> dict[str, str]:
+    """The gateway process is alive (engines may still be starting)."""
+    return {"status": "ok"}
+
+
+@ops_router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """200 only when every engine is up and passed its warm-up generation."""
+    gateway = gateway_of(request)
+    is_ready = gateway.ready
+    body = {"status": "ready" if is_ready else "not_ready", "engines": gateway.engine_states()}
+    headers = {} if is_ready else {"Retry-After": str(request.app.state.settings.warmup.retry_after_s)}
+    return JSONResponse(body, status_code=200 if is_ready else 503, headers=headers)
+
+
+@ops_router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    gateway = gateway_of(request)
+    return Response(gateway.metrics.render(await gateway.engine_metrics()), media_type=CONTENT_TYPE_LATEST)

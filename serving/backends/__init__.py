@@ -1,0 +1,1 @@
+"""Engines behind the gateway: one interface (`base.Backend`), one module per engine."""

@@ -1,0 +1,72 @@
+"""The interface every engine implements, whether it runs as servekit's child process or at a remote URL."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+Endpoint = Literal["chat/completions", "completions"]
+
+
+class ChunkStream(ABC):
+    """An opened streaming response: the engine already accepted the request, so errors that belong to the
+    request (bad params, context length) were raised by `Backend.open_stream`, before any byte went out."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[str]:
+        """Yield each SSE `data:` payload (a JSON chunk), without the terminal `[DONE]`."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop the stream; the engine aborts the request (this is how client disconnects propagate)."""
+
+
+class Backend(ABC):
+    """One engine serving one model version under `served_name`."""
+
+    engine_name: str
+
+    def __init__(self, served_name: str) -> None:
+        self.served_name = served_name
+
+    @property
+    @abstractmethod
+    def managed(self) -> bool:
+        """True when servekit owns the engine process (and may restart it); False for a remote URL."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Launch the engine (a no-op for a remote engine). Returns without waiting for it to be healthy."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop the engine cleanly; safe to call when it is not running."""
+
+    @abstractmethod
+    def exited(self) -> bool:
+        """True when a managed engine process has died (checked without I/O)."""
+
+    @abstractmethod
+    async def is_healthy(self) -> bool:
+        """One health probe of the engine's server."""
+
+    @abstractmethod
+    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
+        """A non-streaming completion; raises `ServekitError` subclasses for engine-side failures."""
+
+    @abstractmethod
+    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
+        """Start a streaming completion and return its chunks."""
+
+    @abstractmethod
+    async def metrics_text(self) -> str:
+        """The engine's own Prometheus series (exposition format), or "" when unavailable."""
+
+    def log_tail(self) -> str:
+        """The last lines of a managed engine's log, for operators (never sent to clients)."""
+        return ""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release client resources (connection pools)."""

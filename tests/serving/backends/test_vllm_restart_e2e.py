@@ -1,0 +1,46 @@
+"""A killed engine is noticed at once and restarted by its supervisor (runs last: it disrupts the server)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import ENGINE_READY_TIMEOUT_S, wait_for
+
+
+def listening_pid(port: int) -> int:
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return conn.pid
+    raise LookupError(f"nothing listens on {port}")
+
+
+@pytest.mark.disruptive
+def test_killed_engine_turns_ready_red_then_is_restarted(server):
+    engine_pid = listening_pid(server.engine_port)
+    os.kill(engine_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    while httpx.get(f"{server.base_url}/ready").status_code == 200:
+        assert time.monotonic() - killed_at < 3.0, "/ready still green 3 s after the engine died"
+        time.sleep(0.1)
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 503
+    wait_for(f"{server.base_url}/ready", server.process, ENGINE_READY_TIMEOUT_S)
+    assert listening_pid(server.engine_port) != engine_pid
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4,
+        },
+    )
+    assert response.status_code == 200

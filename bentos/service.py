@@ -25,7 +25,8 @@ app = create_app(settings)
     traffic={"timeout": settings.server.request_timeout_s},
     metrics={"enabled": False},  # servekit's /metrics (own series + the engine's) replaces BentoML's
     endpoints={"livez": "/livez", "readyz": "/readyz"},
-    logging={"access": {"skip_paths": ["/health", "/ready", "/metrics", "/livez", "/readyz"]}},
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/v1/chat/completions", "/v1/completions"]},
 )
 class Servekit:
     base_model = bentoml.models.BentoModel(f"{settings.model.name}:{settings.model.version or 'latest'}")

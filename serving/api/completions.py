@@ -1,8 +1,8 @@
 """Serving one completion: pick the version, forward to its engine, relay the answer, record the stats.
 
-Streams are relayed chunk by chunk as they arrive (no buffering); each chunk is parsed once only to time
-tokens and to read the usage chunk, which servekit always requests and drops again when the client did not
-ask for it.
+Streams are relayed chunk by chunk as they arrive (no buffering), as the engine's bytes: only the final usage
+chunk (which servekit always requests, and drops again when the client did not ask for it) is parsed; tokens
+are timed by a byte test, not a JSON parse.
 """
 
 from __future__ import annotations
@@ -68,26 +68,27 @@ def _count_usage(stats: RequestStats, usage: dict[str, Any] | None) -> None:
         stats.completion_tokens = int(usage.get("completion_tokens") or 0)
 
 
-def _has_token(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta")
-        if delta.get("content") if delta is not None else choice.get("text"):
-            return True
-    return False
+USAGE_CHUNK_MARK = b'"choices":[]'
+EMPTY_CONTENT_MARKS = (b'"content":""', b'"text":""')
+CONTENT_MARKS = (b'"content":"', b'"text":"')
+
+
+def _has_token(data: bytes) -> bool:
+    """A chunk carries generated text (vLLM's compact JSON: no spaces after colons)."""
+    return any(mark in data for mark in CONTENT_MARKS) and not any(mark in data for mark in EMPTY_CONTENT_MARKS)
 
 
 async def _relay(stream: ChunkStream, stats: RequestStats, gateway: Gateway, keep_usage: bool) -> AsyncIterator[bytes]:
     status = CLIENT_CLOSED_REQUEST
     try:
         async for data in stream:
-            chunk = json.loads(data)
-            if chunk.get("usage") and not chunk.get("choices"):
-                _count_usage(stats, chunk["usage"])
+            if USAGE_CHUNK_MARK in data:
+                _count_usage(stats, json.loads(data).get("usage"))
                 if not keep_usage:
                     continue
-            elif _has_token(chunk):
+            elif _has_token(data):
                 stats.token_arrived()
-            yield b"data: " + data.encode() + b"\n\n"
+            yield b"data: " + data + b"\n\n"
         status = 200
         yield b"data: [DONE]\n\n"
     except ServekitError as error:

@@ -14,8 +14,8 @@ class ChunkStream(ABC):
     request (bad params, context length) were raised by `Backend.open_stream`, before any byte went out."""
 
     @abstractmethod
-    def __aiter__(self) -> AsyncIterator[str]:
-        """Yield each SSE `data:` payload (a JSON chunk), without the terminal `[DONE]`."""
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Yield each SSE `data:` payload (a JSON chunk, as bytes), without the terminal `[DONE]`."""
 
     @abstractmethod
     async def aclose(self) -> None:

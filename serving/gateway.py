@@ -1,18 +1,24 @@
-"""The gateway's state: which public model names exist, which version and engine serve each, and metrics."""
+"""The gateway's state: which public model names exist, which version and engine serve each, and metrics.
+
+A base version owns an engine; adapter versions ride on their base's engine (multi-LoRA) under their own
+name (`name:tag`) and can be loaded and unloaded while it serves."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
 from serving.backends.supervisor import EngineSupervisor
 from serving.backends.vllm import VllmBackend
-from serving.errors import ModelNotFoundError
+from serving.errors import InvalidRequestError, ModelNotFoundError
 from serving.metrics.prometheus import GatewayMetrics
 from serving.protocol import ModelCard, ModelList
-from serving.registry.store import RegisteredModel
+from serving.registry.adapters import adapter_rank
+from serving.registry.store import ModelMissingError, RegisteredModel, get_model
 from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,6 +29,8 @@ class ServedVersion:
     model: RegisteredModel
     supervisor: EngineSupervisor
     max_model_len: int
+    engine_model: str
+    parent: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -31,12 +39,17 @@ class ServedVersion:
 
 
 class Gateway:
-    def __init__(self, versions: list[ServedVersion]) -> None:
-        self.versions = {served.name: served for served in versions}
+    def __init__(self, base: ServedVersion, max_lora_rank: int) -> None:
+        self.base = base
+        self.max_lora_rank = max_lora_rank
+        self.versions: dict[str, ServedVersion] = {base.name: base}
         self.metrics = GatewayMetrics()
+        base.supervisor.ready_hooks.append(self._reload_adapters)
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: RegisteredModel) -> Gateway:
+    def from_settings(
+        cls, settings: Settings, model: RegisteredModel, adapters: list[RegisteredModel] | None = None
+    ) -> Gateway:
         backend = VllmBackend(
             settings.engine,
             model_path=model.path,
@@ -44,31 +57,96 @@ class Gateway:
             log_path=settings.logs_dir / f"engine-{settings.model.name}.log",
         )
         supervisor = EngineSupervisor(backend, settings.engine, settings.warmup)
-        served = ServedVersion(settings.model.name, model, supervisor, settings.engine.max_model_len)
-        return cls([served])
+        base = ServedVersion(settings.model.name, model, supervisor, settings.engine.max_model_len, settings.model.name)
+        gateway = cls(base, max_lora_rank=settings.engine.max_lora_rank if settings.engine.enable_lora else 0)
+        for adapter in adapters or ():
+            gateway._admit_adapter(adapter)
+        return gateway
 
     @property
     def ready(self) -> bool:
-        return all(served.supervisor.ready for served in self.versions.values())
+        return self.base.supervisor.ready
 
     def engine_states(self) -> dict[str, str]:
-        return {name: str(served.supervisor.state) for name, served in self.versions.items()}
+        return {self.base.name: str(self.base.supervisor.state)}
 
     def start(self) -> None:
-        for served in self.versions.values():
-            served.supervisor.start()
+        self.base.supervisor.start()
 
     async def wait_ready(self, timeout_s: float) -> None:
-        await asyncio.gather(*(s.supervisor.wait_ready(timeout_s) for s in self.versions.values()))
+        await self.base.supervisor.wait_ready(timeout_s)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(served.supervisor.stop() for served in self.versions.values()))
+        await self.base.supervisor.stop()
 
     def resolve(self, name: str) -> ServedVersion:
         served = self.versions.get(name)
         if served is None:
             raise ModelNotFoundError(name, sorted(self.versions))
         return served
+
+    async def load_adapter(self, tag: str) -> ServedVersion:
+        """Load a registered adapter onto its base engine (idempotent)."""
+        if tag in self.versions:
+            return self.versions[tag]
+        name, _, version = tag.partition(":")
+        try:
+            model = get_model(name, version or None)
+        except ModelMissingError as exc:
+            raise ModelNotFoundError(tag, sorted(self.versions)) from exc
+        served = self._admit_adapter(model)
+        if not self.base.supervisor.ready:
+            del self.versions[served.name]
+            raise self.base.supervisor.unavailable()
+        try:
+            await self.base.supervisor.backend.load_adapter(served.engine_model, str(model.path))
+        except Exception:
+            del self.versions[served.name]
+            raise
+        logger.info("loaded adapter %s on %s", served.name, self.base.name)
+        return served
+
+    async def unload_adapter(self, tag: str) -> None:
+        served = self.resolve(tag)
+        if served.parent is None:
+            raise InvalidRequestError(f"`{tag}` is a base version; only adapters can be unloaded.", param="version")
+        del self.versions[tag]
+        if self.base.supervisor.ready:
+            await self.base.supervisor.backend.unload_adapter(served.engine_model)
+        logger.info("unloaded adapter %s", tag)
+
+    def _admit_adapter(self, model: RegisteredModel) -> ServedVersion:
+        """Check that `model` can ride on the base engine and add it to the served versions."""
+        kind = model.labels.get("kind", "unknown")
+        if kind != "adapter":
+            raise InvalidRequestError(f"`{model.tag}` is a {kind} version, not an adapter.", param="version")
+        trained_for = model.labels.get("base")
+        if trained_for != self.base.version:
+            raise InvalidRequestError(
+                f"Adapter `{model.tag}` was trained for `{trained_for}`, but this engine serves `{self.base.version}`.",
+                param="version",
+                code="adapter_base_mismatch",
+            )
+        rank = adapter_rank(model.path)
+        if rank > self.max_lora_rank:
+            raise InvalidRequestError(
+                f"Adapter `{model.tag}` has rank {rank}; the engine accepts ranks up to {self.max_lora_rank} "
+                "(engine.max_lora_rank; 0 when engine.enable_lora is off).",
+                param="version",
+                code="adapter_rank_too_large",
+            )
+        served = ServedVersion(
+            model.tag, model, self.base.supervisor, self.base.max_model_len, model.tag, parent=self.base.name
+        )
+        self.versions[model.tag] = served
+        return served
+
+    async def _reload_adapters(self) -> None:
+        """A (re)started engine knows no adapters: load every admitted one before traffic comes back."""
+        backend = self.base.supervisor.backend
+        for served in list(self.versions.values()):
+            if served.parent is not None:
+                await backend.load_adapter(served.engine_model, str(served.model.path))
 
     def model_list(self) -> ModelList:
         return ModelList(
@@ -77,6 +155,7 @@ class Gateway:
                     id=served.name,
                     created=served.created,
                     root=served.version,
+                    parent=served.parent,
                     max_model_len=served.max_model_len,
                     engine=served.supervisor.backend.engine_name,
                     ready=served.supervisor.ready,
@@ -86,4 +165,4 @@ class Gateway:
         )
 
     async def engine_metrics(self) -> list[str]:
-        return list(await asyncio.gather(*(s.supervisor.backend.metrics_text() for s in self.versions.values())))
+        return [await self.base.supervisor.backend.metrics_text()]

@@ -34,6 +34,9 @@ class ModelSettings(BaseModel):
     )
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     version: str | None = Field(None, description="Registry version to serve; the newest one of `name` when unset.")
+    adapters: list[str] = Field(
+        default_factory=list, description="Adapter versions (`name:tag`) to load on the engine at start."
+    )
 
 
 class EngineSettings(BaseModel):
@@ -58,6 +61,10 @@ class EngineSettings(BaseModel):
     enforce_eager: bool = Field(
         True, description="Skip torch.compile: ~31 s instead of ~80-120 s to start on CPU, same tok/s."
     )
+    enable_lora: bool = Field(True, description="Serve LoRA adapters on the base engine (multi-LoRA, hot load).")
+    max_loras: int = Field(4, ge=1, description="Adapters in one batch.")
+    max_lora_rank: int = Field(16, description="Largest adapter rank accepted; vLLM takes 1, 8, 16, 32, 64, ...")
+    max_cpu_loras: int | None = Field(None, description="Adapters kept in the engine's CPU cache.")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM server flags, passed as is.")
     startup_timeout_s: float = 900.0
     health_interval_s: float = 1.0

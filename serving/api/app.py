@@ -8,7 +8,7 @@ from serving import __version__
 from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.errors import install_error_handlers
 from serving.api.request_id import RequestIdMiddleware
-from serving.api.routes import openai_router, ops_router
+from serving.api.routes import admin_router, openai_router, ops_router
 from serving.gateway import Gateway
 from serving.settings import Settings
 
@@ -21,6 +21,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.include_router(admin_router)
     app.include_router(openai_router)
     app.include_router(ops_router)
     return app

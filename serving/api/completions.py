@@ -32,7 +32,7 @@ async def serve_completion(gateway: Gateway, endpoint: Endpoint, body: SamplingF
     if not served.supervisor.ready:
         return _failed(gateway, stats, served.supervisor.unavailable(), headers)
     backend = served.supervisor.backend
-    payload = body.engine_payload(backend.served_name)
+    payload = body.engine_payload(served.engine_model)
     in_flight = gateway.metrics.in_flight.labels(stats.model, stats.version)
     in_flight.inc()
     try:

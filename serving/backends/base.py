@@ -60,6 +60,14 @@ class Backend(ABC):
         """Start a streaming completion and return its chunks."""
 
     @abstractmethod
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Serve the LoRA adapter at `path` under model name `name`, without restarting the engine."""
+
+    @abstractmethod
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving adapter `name`; requests already running on it finish first (engine's guarantee)."""
+
+    @abstractmethod
     async def metrics_text(self) -> str:
         """The engine's own Prometheus series (exposition format), or "" when unavailable."""
 

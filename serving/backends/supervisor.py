@@ -11,6 +11,7 @@ import contextlib
 import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from serving.backends.base import Backend
 from serving.errors import EngineUnavailableError, ServekitError
@@ -44,6 +45,8 @@ class EngineSupervisor:
         self.ready_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready_event = asyncio.Event()
+        self.ready_hooks: list[Callable[[], Awaitable[None]]] = []
+        """Run after each warm-up, before traffic is admitted (e.g. re-loading adapters into a fresh engine)."""
 
     @property
     def ready(self) -> bool:
@@ -116,6 +119,8 @@ class EngineSupervisor:
                 "temperature": 0,
             },
         )
+        for hook in self.ready_hooks:
+            await hook()
         self.last_error = None
         self._set_state(EngineState.ready)
 

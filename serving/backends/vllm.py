@@ -125,6 +125,10 @@ class VllmBackend(Backend):
         ]  # fmt: skip
         if s.enforce_eager:
             args.append("--enforce-eager")
+        if s.enable_lora:
+            args += ["--enable-lora", "--max-loras", str(s.max_loras), "--max-lora-rank", str(s.max_lora_rank)]
+            if s.max_cpu_loras is not None:
+                args += ["--max-cpu-loras", str(s.max_cpu_loras)]
         if not is_cpu_build():
             args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
         return [*args, *s.extra_args]
@@ -132,6 +136,8 @@ class VllmBackend(Backend):
     def environment(self) -> dict[str, str]:
         """The child's environment: ours, minus what must not leak, plus the CPU knobs on the CPU build."""
         env = {key: value for key, value in os.environ.items() if key not in INHERITED_ENV_TO_DROP}
+        if self.settings.enable_lora:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         if is_cpu_build():
             env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.settings.kv_cache_space_gib:g}"
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind_list(self.settings.cpu_threads_bind)
@@ -165,14 +171,23 @@ class VllmBackend(Backend):
             return False
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(await self._post(f"/v1/{endpoint}", payload))
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+
+    async def unload_adapter(self, name: str) -> None:
+        await self._post("/v1/unload_lora_adapter", {"lora_name": name})
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> bytes:
         try:
-            async with self.session.post(f"/v1/{endpoint}", json=payload) as response:
+            async with self.session.post(path, json=payload) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailableError(f"engine unreachable: {exc!r}") from exc
         if response.status != 200:
             raise translate_error(response.status, body)
-        return json.loads(body)
+        return body
 
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
         try:

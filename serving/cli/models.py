@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -47,6 +48,58 @@ def pull(
     """Convert and register any model through the same path as the default."""
     base = load_settings(config).model
     _pull(config, base.model_copy(update={"source": source, "name": name, "gguf_file": gguf_file}))
+
+
+@app.command("import")
+def import_(
+    path: Path = typer.Argument(..., exists=True, file_okay=False, help="A PEFT adapter or HF model directory."),
+    name: str = typer.Option(..., help="Registry name for it."),
+    base: str | None = typer.Option(
+        None, help="Base version an adapter was trained for (default: the configured base)."
+    ),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Bring an existing adapter (or full model) directory into the registry."""
+    from serving.registry.adapters import ADAPTER_CONFIG, import_adapter
+    from serving.registry.prepare import ModelSourceError
+    from serving.registry.store import ModelMissingError, get_model
+
+    settings = load_settings(config)
+    if not (path / ADAPTER_CONFIG).is_file():
+        _pull(
+            config, settings.model.model_copy(update={"source": str(path.resolve()), "name": name, "gguf_file": None})
+        )
+        return
+    try:
+        base_name, _, base_version = (base or settings.model.name).partition(":")
+        registered, created = import_adapter(path.resolve(), name, get_model(base_name, base_version or None))
+    except (ModelSourceError, ModelMissingError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"{'registered' if created else 'already registered'} [bold]{registered.tag}[/bold]")
+
+
+def _admin(url: str, version: str, action: str) -> None:
+    response = httpx.post(f"{url.rstrip('/')}/admin/models/{version}/{action}", timeout=120)
+    if response.status_code != 200:
+        console.print(f"[red]error {response.status_code}:[/red] {response.json()['error']['message']}")
+        raise typer.Exit(1)
+    console.print(f"{action}ed [bold]{version}[/bold] on {url}")
+
+
+UrlOption = typer.Option("http://127.0.0.1:3000", "--url", help="The running servekit server.")
+
+
+@app.command()
+def load(version: str, url: str = UrlOption) -> None:
+    """Hot-load an adapter version into the running server (no engine restart)."""
+    _admin(url, version, "load")
+
+
+@app.command()
+def unload(version: str, url: str = UrlOption) -> None:
+    """Unload an adapter version from the running server."""
+    _admin(url, version, "unload")
 
 
 @app.command("list")

@@ -54,6 +54,12 @@ class ScriptedBackend(Backend):
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
         raise NotImplementedError
 
+    async def load_adapter(self, name: str, path: str) -> None:
+        raise NotImplementedError
+
+    async def unload_adapter(self, name: str) -> None:
+        raise NotImplementedError
+
     async def metrics_text(self) -> str:
         return ""
 

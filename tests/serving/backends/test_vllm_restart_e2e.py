@@ -21,7 +21,9 @@ def listening_pid(port: int) -> int:
 
 
 @pytest.mark.disruptive
-def test_killed_engine_turns_ready_red_then_is_restarted(server):
+def test_killed_engine_turns_ready_red_then_is_restarted(server, random_adapters):
+    adapter = random_adapters["b"].tag
+    assert httpx.post(f"{server.base_url}/admin/models/{adapter}/load", timeout=120).status_code == 200
     engine_pid = listening_pid(server.engine_port)
     os.kill(engine_pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -44,3 +46,8 @@ def test_killed_engine_turns_ready_red_then_is_restarted(server):
         },
     )
     assert response.status_code == 200
+    again = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": adapter, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+    )
+    assert again.status_code == 200, "adapters loaded before the crash must be served again after the restart"

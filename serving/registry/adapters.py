@@ -1,0 +1,41 @@
+"""Adapter versions: PEFT LoRA directories registered against the base version they were trained for."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from serving import __version__
+from serving.registry.prepare import ModelSourceError, directory_sha256
+from serving.registry.store import RegisteredModel, find_by_label, import_directory
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_rank(path: Path) -> int:
+    return int(json.loads((path / ADAPTER_CONFIG).read_text())["r"])
+
+
+def import_adapter(path: Path, name: str, base: RegisteredModel) -> tuple[RegisteredModel, bool]:
+    """Register an existing PEFT adapter directory as `name:<sha256[:12]>`; returns (version, created)."""
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise ModelSourceError(f"{path} is not a PEFT adapter directory (no {ADAPTER_CONFIG})")
+    sha = directory_sha256(path, None)
+    existing = find_by_label(name, "source_sha256", sha)
+    if existing is not None:
+        return existing, False
+    version = sha[:12]
+    manifest = {
+        "kind": "adapter",
+        "name": name,
+        "version": version,
+        "base_model": base.tag,
+        "source": str(path),
+        "source_sha256": sha,
+        "rank": adapter_rank(path),
+        "created_at": datetime.now(UTC).isoformat(),
+        "servekit_version": __version__,
+    }
+    labels = {"kind": "adapter", "base": base.tag, "source_sha256": sha}
+    return import_directory(name, version, path, labels, manifest), True

@@ -12,7 +12,11 @@ import bentoml
 from serving.api.app import create_app
 from serving.gateway import Gateway
 from serving.registry.store import RegisteredModel, get_model
+from serving.rollout.controller import RolloutController
+from serving.rollout.gateway_observer import GatewayObserver
+from serving.rollout.store import RolloutStore
 from serving.settings import load_settings
+from serving.state import connect
 
 settings = load_settings()
 app = create_app(settings)
@@ -35,14 +39,19 @@ class Servekit:
         adapters = [get_model(*tag.split(":", 1)) for tag in settings.model.adapters]
         self.gateway = Gateway.from_settings(settings, RegisteredModel.from_stored(self.base_model), adapters)
         app.state.gateway = self.gateway
+        observer = GatewayObserver(self.gateway.metrics.recent)
+        self.rollouts = RolloutController(self.gateway, observer, RolloutStore(connect(settings.state_path)))
+        app.state.rollouts = self.rollouts
 
     @bentoml.on_startup
     async def start_engines(self) -> None:
         """Start in the background: /health answers at once, API calls get 503 until warm-up passed."""
         self.gateway.start()
+        self.rollouts.resume()
 
     @bentoml.on_shutdown
     async def stop_engines(self) -> None:
+        await self.rollouts.stop()
         await self.gateway.stop()
 
     def __is_ready__(self) -> bool:

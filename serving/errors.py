@@ -62,6 +62,14 @@ class NotFoundError(ServekitError):
     code = "not_found"
 
 
+class ConflictError(ServekitError):
+    """The request clashes with current state (a rollout already running, a version still routed to)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
 class MethodNotAllowedError(ServekitError):
     status_code = 405
     error_type = "invalid_request_error"

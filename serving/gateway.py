@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 
 from serving.backends.supervisor import EngineSupervisor
 from serving.backends.vllm import VllmBackend
-from serving.errors import InvalidRequestError, ModelNotFoundError
+from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
+from serving.faults import FaultProfile
 from serving.metrics.prometheus import GatewayMetrics
 from serving.protocol import ModelCard, ModelList
 from serving.registry.adapters import adapter_rank
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model
+from serving.router.router import Router
+from serving.router.routes import Route, RouteMember
 from serving.settings import Settings
+from serving.state import connect
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +43,12 @@ class ServedVersion:
 
 
 class Gateway:
-    def __init__(self, base: ServedVersion, max_lora_rank: int) -> None:
+    def __init__(self, base: ServedVersion, max_lora_rank: int, router: Router) -> None:
         self.base = base
         self.max_lora_rank = max_lora_rank
+        self.router = router
         self.versions: dict[str, ServedVersion] = {base.name: base}
+        self.faults: dict[str, FaultProfile] = {}
         self.metrics = GatewayMetrics()
         base.supervisor.ready_hooks.append(self._reload_adapters)
 
@@ -58,9 +64,18 @@ class Gateway:
         )
         supervisor = EngineSupervisor(backend, settings.engine, settings.warmup)
         base = ServedVersion(settings.model.name, model, supervisor, settings.engine.max_model_len, settings.model.name)
-        gateway = cls(base, max_lora_rank=settings.engine.max_lora_rank if settings.engine.enable_lora else 0)
+        defaults = {
+            name: Route(name=name, members=[RouteMember(version=v, weight=w) for v, w in members.items()])
+            for name, members in settings.routes.items()
+        }
+        router = Router(connect(settings.state_path), defaults)
+        gateway = cls(base, settings.engine.max_lora_rank if settings.engine.enable_lora else 0, router)
         for adapter in adapters or ():
             gateway._admit_adapter(adapter)
+        for route in router.routes.values():
+            for version in route.versions:
+                if version not in gateway.versions:
+                    gateway._admit_adapter(_registered(version, sorted(gateway.versions)))
         return gateway
 
     @property
@@ -85,21 +100,32 @@ class Gateway:
             raise ModelNotFoundError(name, sorted(self.versions))
         return served
 
+    def serving_version(self, model: str, sticky_key: str | None, pinned: str | None) -> ServedVersion:
+        """The version that serves a request for `model` (a route or a version name)."""
+        return self.resolve(self.router.resolve(model, sticky_key, pinned))
+
+    async def set_route(self, route: Route) -> Route:
+        """Create or change a route; adapter members that are registered but not loaded are loaded first."""
+        for version in route.versions:
+            await self.load_adapter(version)
+        self.router.set(route)
+        return route
+
+    def delete_route(self, name: str) -> None:
+        if name not in self.router.routes:
+            raise ModelNotFoundError(name, sorted(self.router.routes))
+        self.router.delete(name)
+
     async def load_adapter(self, tag: str) -> ServedVersion:
         """Load a registered adapter onto its base engine (idempotent)."""
         if tag in self.versions:
             return self.versions[tag]
-        name, _, version = tag.partition(":")
-        try:
-            model = get_model(name, version or None)
-        except ModelMissingError as exc:
-            raise ModelNotFoundError(tag, sorted(self.versions)) from exc
-        served = self._admit_adapter(model)
+        served = self._admit_adapter(_registered(tag, sorted(self.versions)))
         if not self.base.supervisor.ready:
             del self.versions[served.name]
             raise self.base.supervisor.unavailable()
         try:
-            await self.base.supervisor.backend.load_adapter(served.engine_model, str(model.path))
+            await self.base.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
         except Exception:
             del self.versions[served.name]
             raise
@@ -110,6 +136,8 @@ class Gateway:
         served = self.resolve(tag)
         if served.parent is None:
             raise InvalidRequestError(f"`{tag}` is a base version; only adapters can be unloaded.", param="version")
+        if routes := self.router.referencing(tag):
+            raise ConflictError(f"`{tag}` still receives traffic from route(s) {', '.join(routes)}; change them first.")
         del self.versions[tag]
         if self.base.supervisor.ready:
             await self.base.supervisor.backend.unload_adapter(served.engine_model)
@@ -164,5 +192,20 @@ class Gateway:
             ]
         )
 
+    def set_fault(self, version: str, profile: FaultProfile | None) -> None:
+        self.resolve(version)
+        if profile is None:
+            self.faults.pop(version, None)
+        else:
+            self.faults[version] = profile
+
     async def engine_metrics(self) -> list[str]:
         return [await self.base.supervisor.backend.metrics_text()]
+
+
+def _registered(tag: str, served: list[str]) -> RegisteredModel:
+    name, _, version = tag.partition(":")
+    try:
+        return get_model(name, version or None)
+    except ModelMissingError as exc:
+        raise ModelNotFoundError(tag, served) from exc

@@ -90,6 +90,12 @@ class LimitsSettings(BaseModel):
     max_request_bytes: int = Field(1_000_000, description="Larger bodies get 413.")
 
 
+class FaultSettings(BaseModel):
+    enabled: bool = Field(
+        False, description="Allow /admin/faults (make a version fail or slow down on purpose): tests and demos only."
+    )
+
+
 class Settings(BaseSettings):
     """Effective configuration: defaults < YAML file < `SERVEKIT_*` environment."""
 
@@ -101,6 +107,12 @@ class Settings(BaseSettings):
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    faults: FaultSettings = Field(default_factory=FaultSettings)
+    routes: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="A/B routes: public name -> {version: weight}, weights summing to 100. "
+        "Runtime changes (admin API) are kept in the state file and win over these.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -117,6 +129,10 @@ class Settings(BaseSettings):
     @property
     def bentoml_home(self) -> Path:
         return self.home.resolve() / "bentoml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.home.resolve() / "state.db"
 
     @property
     def logs_dir(self) -> Path:

@@ -107,6 +107,7 @@ def server(built_bento: str, artifacts_dir: Path) -> Iterator[RunningServer]:
         "SERVEKIT_ENGINE__PORT": str(engine_port),
         "SERVEKIT_HOME": str(artifacts_dir / "home"),
         "SERVEKIT_ENGINE__KV_CACHE_SPACE_GIB": "1",
+        "SERVEKIT_FAULTS__ENABLED": "true",
     }
     process, base_url = start_bentoml(built_bento, env, artifacts_dir / "bento-serve.log")
     running = RunningServer(base_url, engine_port, process, bento_tag=built_bento)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from serving import __version__
+from serving.api.admin import admin_router
 from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.errors import install_error_handlers
 from serving.api.request_id import RequestIdMiddleware
-from serving.api.routes import admin_router, openai_router, ops_router
+from serving.api.routes import openai_router, ops_router
 from serving.gateway import Gateway
 from serving.settings import Settings
 
@@ -18,6 +19,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app = FastAPI(title="servekit", version=__version__, description="OpenAI-compatible LLM serving.")
     app.state.settings = settings
     app.state.gateway = gateway
+    app.state.rollouts = None
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)

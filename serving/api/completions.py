@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import Headers
 
 from serving.api.errors import error_response
 from serving.backends.base import ChunkStream, Endpoint
@@ -22,38 +23,48 @@ from serving.metrics.stats import RequestStats
 from serving.protocol import SamplingFields
 
 VERSION_HEADER = "x-servekit-version"
+USER_HEADER = "x-servekit-user"
 CLIENT_CLOSED_REQUEST = 499
 
 
-async def serve_completion(gateway: Gateway, endpoint: Endpoint, body: SamplingFields) -> Response:
-    served = gateway.resolve(body.model)
-    headers = {VERSION_HEADER: served.version}
+def sticky_key(headers: Headers, body: SamplingFields) -> str | None:
+    """Who the request is for, so a route keeps sending them to the same version."""
+    authorization = headers.get("authorization", "")
+    return body.user or headers.get(USER_HEADER) or authorization.removeprefix("Bearer ").strip() or None
+
+
+async def serve_completion(gateway: Gateway, endpoint: Endpoint, body: SamplingFields, headers: Headers) -> Response:
+    served = gateway.serving_version(body.model, sticky_key(headers, body), headers.get(VERSION_HEADER))
+    response_headers = {VERSION_HEADER: served.version}
     stats = RequestStats(route=body.model, model=served.model.name, version=served.version)
     if not served.supervisor.ready:
-        return _failed(gateway, stats, served.supervisor.unavailable(), headers)
+        return _failed(gateway, stats, served.supervisor.unavailable(), response_headers)
+    fault = gateway.faults.get(served.name)
     backend = served.supervisor.backend
     payload = body.engine_payload(served.engine_model)
     in_flight = gateway.metrics.in_flight.labels(stats.model, stats.version)
     in_flight.inc()
     try:
+        if fault is not None:
+            await fault.apply(served.name)
         if body.stream:
             stream = await backend.open_stream(endpoint, payload)
         else:
             result = await backend.complete(endpoint, payload)
     except ServekitError as error:
         in_flight.dec()
-        return _failed(gateway, stats, error, headers)
+        return _failed(gateway, stats, error, response_headers)
     except asyncio.CancelledError:
         in_flight.dec()
         raise
     if body.stream:
         relay = _relay(stream, stats, gateway, keep_usage=body.wants_usage_in_stream)
-        return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(relay, media_type="text/event-stream", headers=response_headers)
     in_flight.dec()
     _count_usage(stats, result.get("usage"))
     stats.finish(200)
     gateway.metrics.record(stats)
-    return JSONResponse(result, headers=headers)
+    return JSONResponse(result, headers=response_headers)
 
 
 def _failed(gateway: Gateway, stats: RequestStats, error: ServekitError, headers: dict[str, str]) -> Response:

@@ -10,7 +10,7 @@ from starlette.routing import Match
 from serving.api.completions import serve_completion
 from serving.errors import MethodNotAllowedError, NotFoundError
 from serving.gateway import Gateway
-from serving.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse, ModelCard, ModelList
+from serving.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse, ModelList
 
 ERROR_RESPONSES = {
     status: {"model": ErrorResponse, "description": description}
@@ -24,7 +24,6 @@ ERROR_RESPONSES = {
 
 openai_router = APIRouter(prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES)
 ops_router = APIRouter(tags=["Operations"])
-admin_router = APIRouter(prefix="/admin", tags=["Admin"], responses=ERROR_RESPONSES)
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -38,12 +37,12 @@ async def list_models(request: Request) -> ModelList:
 
 @openai_router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "chat/completions", body)
+    return await serve_completion(gateway_of(request), "chat/completions", body, request.headers)
 
 
 @openai_router.post("/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "completions", body)
+    return await serve_completion(gateway_of(request), "completions", body, request.headers)
 
 
 @openai_router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
@@ -54,25 +53,6 @@ async def unknown_route(path: str, request: Request) -> None:
         if route is not this_route and route.matches(request.scope)[0] is Match.PARTIAL:
             raise MethodNotAllowedError(f"Method {request.method} not allowed on {request.url.path}")
     raise NotFoundError(f"No route {request.method} /v1/{path}")
-
-
-@admin_router.get("/models", response_model=ModelList)
-async def admin_models(request: Request) -> ModelList:
-    return gateway_of(request).model_list()
-
-
-@admin_router.post("/models/{version}/load", response_model=ModelCard)
-async def load_version(version: str, request: Request) -> ModelCard:
-    """Hot-load a registered adapter version onto its base engine; it is then served as `model: <version>`."""
-    gateway = gateway_of(request)
-    served = await gateway.load_adapter(version)
-    return next(card for card in gateway.model_list().data if card.id == served.name)
-
-
-@admin_router.post("/models/{version}/unload")
-async def unload_version(version: str, request: Request) -> dict[str, str]:
-    await gateway_of(request).unload_adapter(version)
-    return {"unloaded": version}
 
 
 @ops_router.get("/health")

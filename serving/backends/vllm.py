@@ -30,6 +30,7 @@ from serving.errors import (
 from serving.settings import EngineSettings
 
 CONTEXT_LENGTH_MARKERS = ("maximum context length", "max_model_len")
+ALREADY_LOADED = "has already been loaded"
 # BentoML sets this for its workers; inherited by vLLM it would mix vLLM's series into BentoML's files.
 INHERITED_ENV_TO_DROP = ("PROMETHEUS_MULTIPROC_DIR",)
 
@@ -174,7 +175,12 @@ class VllmBackend(Backend):
         return json.loads(await self._post(f"/v1/{endpoint}", payload))
 
     async def load_adapter(self, name: str, path: str) -> None:
-        await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        try:
+            await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        except InvalidRequestError as error:
+            # Idempotent: another gateway on the same (remote) engine may have loaded it already.
+            if ALREADY_LOADED not in error.message:
+                raise
 
     async def unload_adapter(self, name: str) -> None:
         await self._post("/v1/unload_lora_adapter", {"lora_name": name})

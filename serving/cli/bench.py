@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import statistics
+import time
 from pathlib import Path
 
 import typer
@@ -35,3 +38,27 @@ def gateway(
     finally:
         process.terminate()
         process.wait()
+
+
+@app.command()
+def router(decisions: int = typer.Option(100_000), out: Path = typer.Option(Path("bench-out"))) -> None:
+    """The A/B decision in-process: p50/p99 microseconds per request (target p99 <= 50 us)."""
+    from serving.router.assign import choose_version
+    from serving.router.routes import Route, RouteMember
+
+    results = {}
+    for members in (2, 4):
+        route = Route(
+            name="r", members=[RouteMember(version=f"v{i}:abc", weight=100 / members) for i in range(members)]
+        )
+        timings = []
+        for i in range(decisions):
+            key = f"user-{i}"
+            started = time.perf_counter_ns()
+            choose_version(route, key)
+            timings.append((time.perf_counter_ns() - started) / 1000)
+        cuts = statistics.quantiles(timings, n=100)
+        results[f"{members}_versions"] = {"p50_us": cuts[49], "p99_us": cuts[98], "decisions": decisions}
+        console.print(f"{members} versions: p50 {cuts[49]:.1f} us, p99 {cuts[98]:.1f} us over {decisions:,} decisions")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "router.json").write_text(json.dumps(results, indent=2))

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from serving.cli.admin_client import UrlOption, call, console
 from serving.cli.config import ConfigOption
 from serving.settings import ModelSettings, load_settings
 
-app = typer.Typer(no_args_is_help=True, help="Model registry: base versions in the BentoML model store.")
-console = Console()
+app = typer.Typer(no_args_is_help=True, help="Model registry: versions in the BentoML model store.")
 
 
 def _pull(config: Path | None, model: ModelSettings | None = None) -> None:
@@ -79,27 +77,18 @@ def import_(
     console.print(f"{'registered' if created else 'already registered'} [bold]{registered.tag}[/bold]")
 
 
-def _admin(url: str, version: str, action: str) -> None:
-    response = httpx.post(f"{url.rstrip('/')}/admin/models/{version}/{action}", timeout=120)
-    if response.status_code != 200:
-        console.print(f"[red]error {response.status_code}:[/red] {response.json()['error']['message']}")
-        raise typer.Exit(1)
-    console.print(f"{action}ed [bold]{version}[/bold] on {url}")
-
-
-UrlOption = typer.Option("http://127.0.0.1:3000", "--url", help="The running servekit server.")
-
-
 @app.command()
 def load(version: str, url: str = UrlOption) -> None:
     """Hot-load an adapter version into the running server (no engine restart)."""
-    _admin(url, version, "load")
+    call(url, "POST", f"/models/{version}/load")
+    console.print(f"loaded [bold]{version}[/bold] on {url}")
 
 
 @app.command()
 def unload(version: str, url: str = UrlOption) -> None:
     """Unload an adapter version from the running server."""
-    _admin(url, version, "unload")
+    call(url, "POST", f"/models/{version}/unload")
+    console.print(f"unloaded [bold]{version}[/bold] on {url}")
 
 
 @app.command("list")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from serving.metrics.stats import RequestStats
+from serving.metrics.window import RecentRequests
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
@@ -18,6 +19,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.recent = RecentRequests()
         labels = ("model", "version", "route")
         self.requests = Counter(
             "servekit_requests", "Requests by outcome.", (*labels, "status"), registry=self.registry
@@ -47,6 +49,7 @@ class GatewayMetrics:
 
     def record(self, stats: RequestStats) -> None:
         labels = (stats.model, stats.version, stats.route)
+        self.recent.add(stats)
         self.requests.labels(*labels, str(stats.status)).inc()
         self.duration.labels(*labels).observe(stats.duration_s)
         if stats.status != 200:

@@ -1,0 +1,84 @@
+"""`servekit rollout ...`: canary rollouts of a running server."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from serving.cli.admin_client import UrlOption, call, console
+
+app = typer.Typer(
+    no_args_is_help=True, help="Canary rollouts: shift traffic in steps, promote or roll back on metrics."
+)
+
+
+def _seconds(value: str) -> float:
+    return float(value[:-1]) * 60 if value.endswith("m") else float(value.removesuffix("s"))
+
+
+@app.command()
+def start(
+    route: str,
+    canary: str = typer.Option(..., help="The version to roll out."),
+    steps: str = typer.Option("5,10,25,50,100", help="Canary weights, percent."),
+    interval: str = typer.Option("30s", help="Time per step, e.g. 30s or 2m."),
+    max_error_rate: float = typer.Option(0.01),
+    max_ttft_p95_ratio: float = typer.Option(1.25),
+    max_latency_p95_ratio: float = typer.Option(1.25),
+    min_requests: int = typer.Option(50),
+    failure_threshold: int = typer.Option(2),
+    pre_rollout_webhook: str | None = typer.Option(None),
+    step_webhook: str | None = typer.Option(None),
+    url: str = UrlOption,
+) -> None:
+    config = {
+        "steps": [float(s) for s in steps.split(",")],
+        "interval_s": _seconds(interval),
+        "max_error_rate": max_error_rate,
+        "max_ttft_p95_ratio": max_ttft_p95_ratio,
+        "max_latency_p95_ratio": max_latency_p95_ratio,
+        "min_requests": min_requests,
+        "failure_threshold": failure_threshold,
+    }
+    body = {
+        "canary": canary,
+        "config": config,
+        "pre_rollout_webhook": pre_rollout_webhook,
+        "step_webhook": step_webhook,
+    }
+    state = call(url, "POST", f"/rollouts/{route}", body)
+    console.print(f"rollout of [bold]{canary}[/bold] on {route}: {state['phase']}, step {state['step']}")
+
+
+@app.command()
+def status(route: str, url: str = UrlOption) -> None:
+    console.print_json(json.dumps(call(url, "GET", f"/rollouts/{route}")))
+
+
+@app.command()
+def history(route: str, url: str = UrlOption) -> None:
+    """Every decision with the metric values behind it."""
+    console.print_json(json.dumps(call(url, "GET", f"/rollouts/{route}/history")))
+
+
+def _operation(name: str) -> None:
+    def run(route: str, url: str = UrlOption) -> None:
+        state = call(url, "POST", f"/rollouts/{route}/{name}")
+        console.print(f"{route}: {state['phase']}")
+
+    run.__doc__ = f"{name.capitalize()} the rollout on ROUTE."
+    app.command(name=name)(run)
+
+
+for _name in ("pause", "resume", "promote", "abort"):
+    _operation(_name)
+
+
+@app.command()
+def rollback(
+    route: str, to: str | None = typer.Option(None, help="Version to send all traffic to."), url: str = UrlOption
+) -> None:
+    """Send all of a route's traffic back to the previous primary (or to --to)."""
+    call(url, "POST", f"/routes/{route}/rollback", {"to": to})
+    console.print(f"{route}: all traffic to {to or 'the previous primary'}")

@@ -1,0 +1,184 @@
+"""Runs rollouts: ticks the pure policy at each interval and does its I/O (observe, gates, route weights,
+state and audit writes). Active rollouts are resumed from the state file when the server starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import BaseModel, HttpUrl
+
+from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
+from serving.gateway import Gateway
+from serving.rollout.gates import Gate, WebhookGate
+from serving.rollout.observation import Observer
+from serving.rollout.policy import Action, ActionKind, Phase, RolloutConfig, RolloutState, decide
+from serving.rollout.store import RolloutStore
+from serving.router.routes import Route, RouteMember
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutRequest(BaseModel):
+    canary: str
+    config: RolloutConfig = RolloutConfig()
+    pre_rollout_webhook: HttpUrl | None = None
+    step_webhook: HttpUrl | None = None
+
+
+class RolloutController:
+    def __init__(self, gateway: Gateway, observer: Observer, store: RolloutStore) -> None:
+        self.gateway = gateway
+        self.observer = observer
+        self.store = store
+        self.step_gates: dict[str, list[Gate]] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+
+    def resume(self) -> None:
+        """Pick up every unfinished rollout from the state file (after a restart)."""
+        for state in self.store.all():
+            if not state.phase.finished:
+                self.store.audit(state.route, "resumed", {"phase": state.phase, "step": state.step})
+                self._spawn(state.route)
+
+    async def stop(self) -> None:
+        for task in self._loops.values():
+            task.cancel()
+        for task in self._loops.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops.clear()
+
+    def status(self, route: str) -> RolloutState:
+        state = self.store.get(route)
+        if state is None:
+            raise ModelNotFoundError(route, sorted(s.route for s in self.store.all()))
+        return state
+
+    def active(self, route: str) -> RolloutState:
+        state = self.store.get(route)
+        if state is None or state.phase.finished:
+            raise ConflictError(f"No rollout in progress on route `{route}`.")
+        return state
+
+    async def start(self, route_name: str, request: RolloutRequest) -> RolloutState:
+        route = self.gateway.router.routes.get(route_name)
+        if route is None:
+            raise ModelNotFoundError(route_name, sorted(self.gateway.router.routes))
+        current = self.store.get(route_name)
+        if current is not None and not current.phase.finished:
+            raise ConflictError(f"Route `{route_name}` already has a rollout ({current.phase}); abort it first.")
+        primary = max(route.members, key=lambda m: m.weight).version
+        if request.canary == primary:
+            raise InvalidRequestError(f"`{request.canary}` is already the primary of `{route_name}`.", param="canary")
+        await self.gateway.load_adapter(request.canary)
+        state = RolloutState(route=route_name, primary=primary, canary=request.canary, config=request.config)
+        if request.pre_rollout_webhook is not None:
+            result = await WebhookGate(str(request.pre_rollout_webhook)).check(state, "pre-rollout")
+            self.store.audit(route_name, "pre-rollout gate", asdict(result))
+            if not result.passed:
+                raise ConflictError(f"Pre-rollout gate failed: {result.detail}")
+        self.step_gates[route_name] = (
+            [WebhookGate(str(request.step_webhook))] if request.step_webhook is not None else []
+        )
+        self.store.save(state)
+        self.store.audit(
+            route_name, "started", {"primary": primary, "canary": request.canary, **state.config.model_dump()}
+        )
+        await self.tick(route_name)
+        self._spawn(route_name)
+        return self.store.get(route_name) or state
+
+    async def tick(self, route_name: str) -> Action:
+        state = self.active(route_name)
+        observation = None
+        gate_failures: tuple[str, ...] = ()
+        if state.phase is Phase.progressing:
+            window = state.config.interval_s
+            observation = await self.observer.observe(route_name, state.primary, state.canary, window)
+            results = [await gate.check(state, "step") for gate in self.step_gates.get(route_name, [])]
+            gate_failures = tuple(f"gate: {r.detail}" for r in results if not r.passed)
+        new_state, action = decide(state, observation, gate_failures)
+        await self._apply(new_state, action)
+        self.store.save(new_state)
+        detail: dict[str, Any] = {"reason": action.reason, "phase": new_state.phase, "step": new_state.step}
+        detail |= {"canary_weight": action.canary_weight, "failed_checks": new_state.failed_checks}
+        if observation is not None:
+            detail["observation"] = asdict(observation)
+        self.store.audit(route_name, action.kind, detail)
+        return action
+
+    async def pause(self, route: str) -> RolloutState:
+        state = self.active(route)
+        if state.phase is not Phase.progressing:
+            raise ConflictError(f"Rollout on `{route}` is {state.phase}; only a progressing rollout can pause.")
+        return self._transition(state, Phase.paused, "paused")
+
+    async def resume_rollout(self, route: str) -> RolloutState:
+        state = self.active(route)
+        if state.phase is not Phase.paused:
+            raise ConflictError(f"Rollout on `{route}` is {state.phase}, not paused.")
+        return self._transition(state, Phase.progressing, "resumed")
+
+    async def promote(self, route: str) -> RolloutState:
+        state = self.active(route)
+        await self._apply(state, Action(ActionKind.promote, "manual promote", 100.0))
+        return self._transition(state, Phase.promoted, "promoted manually")
+
+    async def abort(self, route: str) -> RolloutState:
+        state = self.active(route)
+        await self._apply(state, Action(ActionKind.rollback, "aborted", 0.0))
+        return self._transition(state, Phase.rolled_back, "aborted")
+
+    async def rollback(self, route_name: str, to: str | None) -> Route:
+        """Send all of a route's traffic to `to`, or to the primary of its last rollout."""
+        if route_name not in self.gateway.router.routes:
+            raise ModelNotFoundError(route_name, sorted(self.gateway.router.routes))
+        last = self.store.get(route_name)
+        target = to or (last.primary if last else None)
+        if target is None:
+            raise ConflictError(f"Route `{route_name}` has no rollout to roll back; name a version with `to`.")
+        if last is not None and not last.phase.finished:
+            await self.abort(route_name)
+        route = await self.gateway.set_route(Route(name=route_name, members=[RouteMember(version=target, weight=100)]))
+        self.store.audit(route_name, "rollback", {"to": target})
+        return route
+
+    def history(self, route: str) -> list[dict[str, Any]]:
+        self.status(route)
+        return self.store.history(route)
+
+    def _transition(self, state: RolloutState, phase: Phase, event: str) -> RolloutState:
+        new_state = state.model_copy(update={"phase": phase})
+        self.store.save(new_state)
+        self.store.audit(state.route, event, {"phase": phase, "step": state.step})
+        return new_state
+
+    async def _apply(self, state: RolloutState, action: Action) -> None:
+        if action.canary_weight is None:
+            return
+        route = self.gateway.router.routes[state.route]
+        await self.gateway.set_route(route.with_split(state.primary, state.canary, action.canary_weight))
+        logger.info(
+            "rollout %s: %s -> canary %s at %.0f%%", state.route, action.kind, state.canary, action.canary_weight
+        )
+
+    def _spawn(self, route: str) -> None:
+        if route not in self._loops or self._loops[route].done():
+            self._loops[route] = asyncio.create_task(self._loop(route), name=f"rollout-{route}")
+
+    async def _loop(self, route: str) -> None:
+        while True:
+            state = self.store.get(route)
+            if state is None or state.phase.finished:
+                return
+            await asyncio.sleep(state.config.interval_s)
+            try:
+                await self.tick(route)
+            except ConflictError:
+                return
+            except Exception:
+                logger.exception("rollout tick on %s failed; retrying next interval", route)

@@ -1,0 +1,1 @@
+"""A/B routes: a stable public name split by weight over versions, with sticky assignment."""

@@ -37,7 +37,9 @@ class Servekit:
 
     def __init__(self) -> None:
         adapters = [get_model(*tag.split(":", 1)) for tag in settings.model.adapters]
-        self.gateway = Gateway.from_settings(settings, RegisteredModel.from_stored(self.base_model), adapters)
+        more_bases = [(version, get_model(*version.model.split(":", 1))) for version in settings.versions]
+        base = RegisteredModel.from_stored(self.base_model)
+        self.gateway = Gateway.from_settings(settings, base, adapters, more_bases)
         app.state.gateway = self.gateway
         observer = GatewayObserver(self.gateway.metrics.recent)
         self.rollouts = RolloutController(self.gateway, observer, RolloutStore(connect(settings.state_path)))

@@ -5,12 +5,14 @@ name (`name:tag`) and can be loaded and unloaded while it serves."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
 
+from serving.backends.factory import create_backend
 from serving.backends.supervisor import EngineSupervisor
-from serving.backends.vllm import VllmBackend
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from serving.faults import FaultProfile
 from serving.metrics.prometheus import GatewayMetrics
@@ -19,7 +21,7 @@ from serving.registry.adapters import adapter_rank
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
-from serving.settings import Settings
+from serving.settings import Settings, VersionSettings
 from serving.state import connect
 
 logger = logging.getLogger(__name__)
@@ -43,33 +45,38 @@ class ServedVersion:
 
 
 class Gateway:
-    def __init__(self, base: ServedVersion, max_lora_rank: int, router: Router) -> None:
-        self.base = base
+    def __init__(self, bases: list[ServedVersion], max_lora_rank: int, router: Router) -> None:
+        self.bases = {base.name: base for base in bases}
         self.max_lora_rank = max_lora_rank
         self.router = router
-        self.versions: dict[str, ServedVersion] = {base.name: base}
+        self.versions: dict[str, ServedVersion] = dict(self.bases)
         self.faults: dict[str, FaultProfile] = {}
         self.metrics = GatewayMetrics()
-        base.supervisor.ready_hooks.append(self._reload_adapters)
+        for base in bases:
+            base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, model: RegisteredModel, adapters: list[RegisteredModel] | None = None
+        cls,
+        settings: Settings,
+        model: RegisteredModel,
+        adapters: list[RegisteredModel] | None = None,
+        more_bases: list[tuple[VersionSettings, RegisteredModel]] = (),
     ) -> Gateway:
-        backend = VllmBackend(
-            settings.engine,
-            model_path=model.path,
-            served_name=settings.model.name,
-            log_path=settings.logs_dir / f"engine-{settings.model.name}.log",
-        )
-        supervisor = EngineSupervisor(backend, settings.engine, settings.warmup)
-        base = ServedVersion(settings.model.name, model, supervisor, settings.engine.max_model_len, settings.model.name)
+        """The configured base (`model`), more base versions on engines of their own, and adapters."""
+        specs = [(settings.model.name, settings.model.engine, model, settings.engine.port)]
+        specs += [(v.name, v.engine, registered, v.port) for v, registered in more_bases]
+        bases = []
+        for name, engine, registered, port in specs:
+            backend = create_backend(settings, engine, registered.path, name, port)
+            supervisor = EngineSupervisor(backend, settings.engine, settings.warmup)
+            bases.append(ServedVersion(name, registered, supervisor, settings.engine.max_model_len, name))
         defaults = {
             name: Route(name=name, members=[RouteMember(version=v, weight=w) for v, w in members.items()])
             for name, members in settings.routes.items()
         }
         router = Router(connect(settings.state_path), defaults)
-        gateway = cls(base, settings.engine.max_lora_rank if settings.engine.enable_lora else 0, router)
+        gateway = cls(bases, settings.engine.max_lora_rank if settings.engine.enable_lora else 0, router)
         for adapter in adapters or ():
             gateway._admit_adapter(adapter)
         for route in router.routes.values():
@@ -80,19 +87,18 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.base.supervisor.ready
+        """Every engine up and warm (one down engine turns /ready red while the others keep serving)."""
+        return all(base.supervisor.ready for base in self.bases.values())
 
     def engine_states(self) -> dict[str, str]:
-        return {self.base.name: str(self.base.supervisor.state)}
+        return {name: str(base.supervisor.state) for name, base in self.bases.items()}
 
     def start(self) -> None:
-        self.base.supervisor.start()
-
-    async def wait_ready(self, timeout_s: float) -> None:
-        await self.base.supervisor.wait_ready(timeout_s)
+        for base in self.bases.values():
+            base.supervisor.start()
 
     async def stop(self) -> None:
-        await self.base.supervisor.stop()
+        await asyncio.gather(*(base.supervisor.stop() for base in self.bases.values()))
 
     def resolve(self, name: str) -> ServedVersion:
         served = self.versions.get(name)
@@ -121,15 +127,15 @@ class Gateway:
         if tag in self.versions:
             return self.versions[tag]
         served = self._admit_adapter(_registered(tag, sorted(self.versions)))
-        if not self.base.supervisor.ready:
+        if not served.supervisor.ready:
             del self.versions[served.name]
-            raise self.base.supervisor.unavailable()
+            raise served.supervisor.unavailable()
         try:
-            await self.base.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
+            await served.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
         except Exception:
             del self.versions[served.name]
             raise
-        logger.info("loaded adapter %s on %s", served.name, self.base.name)
+        logger.info("loaded adapter %s on %s", served.name, served.parent)
         return served
 
     async def unload_adapter(self, tag: str) -> None:
@@ -139,19 +145,21 @@ class Gateway:
         if routes := self.router.referencing(tag):
             raise ConflictError(f"`{tag}` still receives traffic from route(s) {', '.join(routes)}; change them first.")
         del self.versions[tag]
-        if self.base.supervisor.ready:
-            await self.base.supervisor.backend.unload_adapter(served.engine_model)
+        if served.supervisor.ready:
+            await served.supervisor.backend.unload_adapter(served.engine_model)
         logger.info("unloaded adapter %s", tag)
 
     def _admit_adapter(self, model: RegisteredModel) -> ServedVersion:
-        """Check that `model` can ride on the base engine and add it to the served versions."""
+        """Check that `model` can ride on the engine of the base it was trained for; add it to the served versions."""
         kind = model.labels.get("kind", "unknown")
         if kind != "adapter":
             raise InvalidRequestError(f"`{model.tag}` is a {kind} version, not an adapter.", param="version")
         trained_for = model.labels.get("base")
-        if trained_for != self.base.version:
+        base = next((b for b in self.bases.values() if b.version == trained_for), None)
+        if base is None:
+            served_bases = ", ".join(f"`{b.version}`" for b in self.bases.values())
             raise InvalidRequestError(
-                f"Adapter `{model.tag}` was trained for `{trained_for}`, but this engine serves `{self.base.version}`.",
+                f"Adapter `{model.tag}` was trained for `{trained_for}`, but the engines serve {served_bases}.",
                 param="version",
                 code="adapter_base_mismatch",
             )
@@ -163,18 +171,15 @@ class Gateway:
                 param="version",
                 code="adapter_rank_too_large",
             )
-        served = ServedVersion(
-            model.tag, model, self.base.supervisor, self.base.max_model_len, model.tag, parent=self.base.name
-        )
+        served = ServedVersion(model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name)
         self.versions[model.tag] = served
         return served
 
-    async def _reload_adapters(self) -> None:
+    async def _reload_adapters(self, base: ServedVersion) -> None:
         """A (re)started engine knows no adapters: load every admitted one before traffic comes back."""
-        backend = self.base.supervisor.backend
         for served in list(self.versions.values()):
-            if served.parent is not None:
-                await backend.load_adapter(served.engine_model, str(served.model.path))
+            if served.parent == base.name:
+                await base.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
 
     def model_list(self) -> ModelList:
         return ModelList(
@@ -200,7 +205,7 @@ class Gateway:
             self.faults[version] = profile
 
     async def engine_metrics(self) -> list[str]:
-        return [await self.base.supervisor.backend.metrics_text()]
+        return list(await asyncio.gather(*(b.supervisor.backend.metrics_text() for b in self.bases.values())))
 
 
 def _registered(tag: str, served: list[str]) -> RegisteredModel:

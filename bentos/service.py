@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bentoml
 
+from serving import log
 from serving.api.app import create_app
 from serving.gateway import Gateway
 from serving.registry.store import RegisteredModel, get_model
@@ -19,6 +20,7 @@ from serving.settings import load_settings
 from serving.state import connect
 
 settings = load_settings()
+log.configure()
 app = create_app(settings)
 
 

@@ -56,6 +56,21 @@ class ModelNotFoundError(ServekitError):
         super().__init__(f"The model `{model}` does not exist. Available models: {names}.", param="model")
 
 
+class AuthenticationError(ServekitError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class PermissionDeniedError(ServekitError):
+    status_code = 403
+    error_type = "invalid_request_error"
+    code = "permission_denied"
+
+
 class NotFoundError(ServekitError):
     status_code = 404
     error_type = "invalid_request_error"
@@ -89,6 +104,12 @@ class EngineUnavailableError(ServekitError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class OverloadedError(EngineUnavailableError):
+    """Load shedding: the engine already has as much work as it may queue."""
+
+    code = "overloaded"
 
 
 class EngineError(ServekitError):

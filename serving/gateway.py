@@ -6,16 +6,20 @@ name (`name:tag`) and can be loaded and unloaded while it serves."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
 from serving.backends.factory import create_backend
 from serving.backends.supervisor import EngineSupervisor
-from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
+from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError, OverloadedError
 from serving.faults import FaultProfile
+from serving.metrics.access_log import write_access_log
 from serving.metrics.prometheus import GatewayMetrics
+from serving.metrics.stats import RequestStats
 from serving.protocol import ModelCard, ModelList
 from serving.registry.adapters import adapter_rank
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model
@@ -52,6 +56,9 @@ class Gateway:
         self.versions: dict[str, ServedVersion] = dict(self.bases)
         self.faults: dict[str, FaultProfile] = {}
         self.metrics = GatewayMetrics()
+        self.access_log = True
+        self.max_in_flight_per_engine = 0
+        self.in_flight: collections.Counter[str] = collections.Counter()
         for base in bases:
             base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))
 
@@ -77,6 +84,8 @@ class Gateway:
         }
         router = Router(connect(settings.state_path), defaults)
         gateway = cls(bases, settings.engine.max_lora_rank if settings.engine.enable_lora else 0, router)
+        gateway.access_log = settings.access_log.enabled
+        gateway.max_in_flight_per_engine = settings.limits.max_in_flight_per_engine
         for adapter in adapters or ():
             gateway._admit_adapter(adapter)
         for route in router.routes.values():
@@ -197,6 +206,28 @@ class Gateway:
             ]
         )
 
+    def admit(self, served: ServedVersion) -> str:
+        """Count a request against its engine, or shed it at once when the engine is full."""
+        engine = served.parent or served.name
+        if self.max_in_flight_per_engine and self.in_flight[engine] >= self.max_in_flight_per_engine:
+            raise OverloadedError(
+                f"Engine `{engine}` is at its limit of {self.max_in_flight_per_engine} requests in flight; "
+                "retry shortly.",
+                retry_after_s=1,
+            )
+        self.in_flight[engine] += 1
+        self.metrics.in_flight.labels(served.model.name, served.version).inc()
+        return engine
+
+    def release(self, served: ServedVersion, engine: str) -> None:
+        self.in_flight[engine] -= 1
+        self.metrics.in_flight.labels(served.model.name, served.version).dec()
+
+    def record(self, stats: RequestStats) -> None:
+        self.metrics.record(stats)
+        if self.access_log:
+            write_access_log(stats)
+
     def set_fault(self, version: str, profile: FaultProfile | None) -> None:
         self.resolve(version)
         if profile is None:
@@ -208,7 +239,13 @@ class Gateway:
         return list(await asyncio.gather(*(b.supervisor.backend.metrics_text() for b in self.bases.values())))
 
 
+VERSION_NAME = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?(:[a-z0-9]([-._a-z0-9]*[a-z0-9])?)?$")
+
+
 def _registered(tag: str, served: list[str]) -> RegisteredModel:
+    """The registry version for `tag`; names that could never be a version (paths, `..`) are refused first."""
+    if not VERSION_NAME.match(tag) or ".." in tag:
+        raise InvalidRequestError(f"`{tag}` is not a valid version name (`name` or `name:tag`).", param="version")
     name, _, version = tag.partition(":")
     try:
         return get_model(name, version or None)

@@ -98,6 +98,26 @@ class ServerSettings(BaseModel):
 
 class LimitsSettings(BaseModel):
     max_request_bytes: int = Field(1_000_000, description="Larger bodies get 413.")
+    max_in_flight_per_engine: int = Field(
+        256, ge=0, description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap)."
+    )
+
+
+class ApiKey(BaseModel):
+    """A key as stored: its SHA-256, never the key itself (`servekit keys create` prints both)."""
+
+    id: str = Field(min_length=1, description="Shown in logs and metrics instead of the key.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    role: Literal["user", "admin"] = "user"
+    models: list[str] = Field(default_factory=list, description="Routes/versions it may call; empty: all.")
+
+
+class AuthSettings(BaseModel):
+    keys: list[ApiKey] = Field(default_factory=list, description="Auth is on as soon as one key is configured.")
+
+
+class AccessLogSettings(BaseModel):
+    enabled: bool = Field(True, description="One JSON line per completion request on the `servekit.access` logger.")
 
 
 class FaultSettings(BaseModel):
@@ -118,6 +138,8 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     faults: FaultSettings = Field(default_factory=FaultSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
     versions: list[VersionSettings] = Field(default_factory=list, description="More base versions, one engine each.")
     routes: dict[str, dict[str, float]] = Field(
         default_factory=dict,

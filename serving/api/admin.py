@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
+from serving.api.auth import require_admin
 from serving.api.routes import ERROR_RESPONSES, gateway_of
 from serving.errors import ConflictError, InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
@@ -15,7 +16,12 @@ from serving.rollout.controller import RolloutController, RolloutRequest
 from serving.rollout.policy import RolloutState
 from serving.router.routes import Route, RouteMember
 
-admin_router = APIRouter(prefix="/admin", tags=["Admin"], responses={**ERROR_RESPONSES, 409: ERROR_RESPONSES[400]})
+admin_router = APIRouter(
+    prefix="/admin",
+    tags=["Admin"],
+    responses={**ERROR_RESPONSES, 409: ERROR_RESPONSES[400]},
+    dependencies=[Depends(require_admin)],
+)
 
 
 class RouteBody(BaseModel):

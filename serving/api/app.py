@@ -9,7 +9,7 @@ from serving.api.admin import admin_router
 from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.errors import install_error_handlers
 from serving.api.request_id import RequestIdMiddleware
-from serving.api.routes import openai_router, ops_router
+from serving.api.routes import fallback_router, openai_router, ops_router
 from serving.gateway import Gateway
 from serving.settings import Settings
 
@@ -20,10 +20,12 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.rollouts = None
+    app.state.api_keys = {key.sha256: key for key in settings.auth.keys}
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(admin_router)
     app.include_router(openai_router)
     app.include_router(ops_router)
+    app.include_router(fallback_router)
     return app

@@ -12,13 +12,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.datastructures import Headers
 
+from serving.api.auth import ANONYMOUS_ID, Principal
 from serving.api.errors import error_response
 from serving.backends.base import ChunkStream, Endpoint
 from serving.errors import ServekitError
-from serving.gateway import Gateway
+from serving.gateway import Gateway, ServedVersion
 from serving.metrics.stats import RequestStats
 from serving.protocol import SamplingFields
 
@@ -27,49 +28,59 @@ USER_HEADER = "x-servekit-user"
 CLIENT_CLOSED_REQUEST = 499
 
 
-def sticky_key(headers: Headers, body: SamplingFields) -> str | None:
-    """Who the request is for, so a route keeps sending them to the same version."""
-    authorization = headers.get("authorization", "")
-    return body.user or headers.get(USER_HEADER) or authorization.removeprefix("Bearer ").strip() or None
+def sticky_key(request: Request, principal: Principal, body: SamplingFields) -> str | None:
+    """Who the request is for, so a route keeps sending them to the same version: the `user` field, the
+    `x-servekit-user` header, the API key, else nobody (a weighted random choice)."""
+    if body.user or (user := request.headers.get(USER_HEADER)):
+        return body.user or user
+    return None if principal.key_id == ANONYMOUS_ID else principal.key_id
 
 
-async def serve_completion(gateway: Gateway, endpoint: Endpoint, body: SamplingFields, headers: Headers) -> Response:
-    served = gateway.serving_version(body.model, sticky_key(headers, body), headers.get(VERSION_HEADER))
-    response_headers = {VERSION_HEADER: served.version}
-    stats = RequestStats(route=body.model, model=served.model.name, version=served.version)
-    if not served.supervisor.ready:
-        return _failed(gateway, stats, served.supervisor.unavailable(), response_headers)
-    fault = gateway.faults.get(served.name)
-    backend = served.supervisor.backend
-    payload = body.engine_payload(served.engine_model)
-    in_flight = gateway.metrics.in_flight.labels(stats.model, stats.version)
-    in_flight.inc()
+async def serve_completion(
+    gateway: Gateway, endpoint: Endpoint, body: SamplingFields, request: Request, principal: Principal
+) -> Response:
+    principal.check_model(body.model)
+    served = gateway.serving_version(
+        body.model, sticky_key(request, principal, body), request.headers.get(VERSION_HEADER)
+    )
+    headers = {VERSION_HEADER: served.version}
+    stats = RequestStats(
+        route=body.model, request_id=request.state.request_id, key_id=principal.key_id, stream=body.stream,
+        model=served.model.name, version=served.version,
+    )  # fmt: skip
     try:
-        if fault is not None:
+        if not served.supervisor.ready:
+            raise served.supervisor.unavailable()
+        engine = gateway.admit(served)
+    except ServekitError as error:
+        return _failed(gateway, stats, error, headers)
+    try:
+        if (fault := gateway.faults.get(served.name)) is not None:
             await fault.apply(served.name)
+        backend, payload = served.supervisor.backend, body.engine_payload(served.engine_model)
         if body.stream:
             stream = await backend.open_stream(endpoint, payload)
         else:
             result = await backend.complete(endpoint, payload)
     except ServekitError as error:
-        in_flight.dec()
-        return _failed(gateway, stats, error, response_headers)
+        gateway.release(served, engine)
+        return _failed(gateway, stats, error, headers)
     except asyncio.CancelledError:
-        in_flight.dec()
+        gateway.release(served, engine)
         raise
     if body.stream:
-        relay = _relay(stream, stats, gateway, keep_usage=body.wants_usage_in_stream)
-        return StreamingResponse(relay, media_type="text/event-stream", headers=response_headers)
-    in_flight.dec()
+        relay = _relay(stream, stats, gateway, keep_usage=body.wants_usage_in_stream, release=(served, engine))
+        return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
+    gateway.release(served, engine)
     _count_usage(stats, result.get("usage"))
     stats.finish(200)
-    gateway.metrics.record(stats)
-    return JSONResponse(result, headers=response_headers)
+    gateway.record(stats)
+    return JSONResponse(result, headers=headers)
 
 
 def _failed(gateway: Gateway, stats: RequestStats, error: ServekitError, headers: dict[str, str]) -> Response:
     stats.finish(error.status_code)
-    gateway.metrics.record(stats)
+    gateway.record(stats)
     return error_response(error, headers)
 
 
@@ -89,7 +100,13 @@ def _has_token(data: bytes) -> bool:
     return any(mark in data for mark in CONTENT_MARKS) and not any(mark in data for mark in EMPTY_CONTENT_MARKS)
 
 
-async def _relay(stream: ChunkStream, stats: RequestStats, gateway: Gateway, keep_usage: bool) -> AsyncIterator[bytes]:
+async def _relay(
+    stream: ChunkStream,
+    stats: RequestStats,
+    gateway: Gateway,
+    keep_usage: bool,
+    release: tuple[ServedVersion, str],
+) -> AsyncIterator[bytes]:
     status = CLIENT_CLOSED_REQUEST
     try:
         async for data in stream:
@@ -107,6 +124,6 @@ async def _relay(stream: ChunkStream, stats: RequestStats, gateway: Gateway, kee
         yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
     finally:
         await stream.aclose()
-        gateway.metrics.in_flight.labels(stats.model, stats.version).dec()
+        gateway.release(*release)
         stats.finish(status)
-        gateway.metrics.record(stats)
+        gateway.record(stats)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import Match
 
+from serving.api.auth import authenticate
 from serving.api.completions import serve_completion
 from serving.errors import MethodNotAllowedError, NotFoundError
 from serving.gateway import Gateway
@@ -16,13 +17,17 @@ ERROR_RESPONSES = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Invalid request (the `param` names the field)",
+        401: "Missing or invalid API key",
+        403: "The key may not use this route or model",
         404: "Unknown model",
         413: "Request body too large",
         503: "Engine starting, warming up or down (see Retry-After)",
     }.items()
 }
 
-openai_router = APIRouter(prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES)
+openai_router = APIRouter(
+    prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES, dependencies=[Depends(authenticate)]
+)
 ops_router = APIRouter(tags=["Operations"])
 
 
@@ -37,22 +42,12 @@ async def list_models(request: Request) -> ModelList:
 
 @openai_router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "chat/completions", body, request.headers)
+    return await serve_completion(gateway_of(request), "chat/completions", body, request, request.state.principal)
 
 
 @openai_router.post("/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "completions", body, request.headers)
-
-
-@openai_router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-async def unknown_route(path: str, request: Request) -> None:
-    """OpenAI-shaped 404/405 under /v1 (the host's own 404 would be plain text). Registered last."""
-    this_route = request.scope.get("route")
-    for route in request.app.router.routes:
-        if route is not this_route and route.matches(request.scope)[0] is Match.PARTIAL:
-            raise MethodNotAllowedError(f"Method {request.method} not allowed on {request.url.path}")
-    raise NotFoundError(f"No route {request.method} /v1/{path}")
+    return await serve_completion(gateway_of(request), "completions", body, request, request.state.principal)
 
 
 @ops_router.get("/health")
@@ -75,3 +70,17 @@ async def ready(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
     return Response(gateway.metrics.render(await gateway.engine_metrics()), media_type=CONTENT_TYPE_LATEST)
+
+
+fallback_router = APIRouter(include_in_schema=False)
+
+
+@fallback_router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def unknown_route(path: str, request: Request) -> None:
+    """OpenAI-shaped 404/405 for any path the app does not serve (the host's own would be plain text).
+    Included last."""
+    this_route = request.scope.get("route")
+    for route in request.app.router.routes:
+        if route is not this_route and route.matches(request.scope)[0] is Match.PARTIAL:
+            raise MethodNotAllowedError(f"Method {request.method} not allowed on {request.url.path}")
+    raise NotFoundError(f"No route {request.method} /{path}")

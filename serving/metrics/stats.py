@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 @dataclass
 class RequestStats:
     route: str
+    request_id: str = ""
+    key_id: str = ""
+    stream: bool = False
     model: str = ""
     version: str = ""
     status: int = 200

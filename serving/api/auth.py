@@ -1,0 +1,57 @@
+"""API keys and roles. Off until a key is configured; then every /v1 and /admin route needs one.
+
+Keys are compared by SHA-256, so the configuration never holds a usable key."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from serving.errors import AuthenticationError, PermissionDeniedError
+from serving.settings import ApiKey
+
+ANONYMOUS_ID = "anonymous"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    role: str
+    models: tuple[str, ...] = ()
+
+    def check_model(self, model: str) -> None:
+        if self.models and model not in self.models:
+            raise PermissionDeniedError(f"Key `{self.key_id}` may not call `{model}`.", param="model")
+
+
+ANONYMOUS = Principal(ANONYMOUS_ID, "admin")
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def authenticate(request: Request) -> Principal:
+    """Who is calling, from `Authorization: Bearer <key>`; everyone is an admin while auth is off."""
+    keys: dict[str, ApiKey] = request.app.state.api_keys
+    if not keys:
+        principal = ANONYMOUS
+    else:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise AuthenticationError("Missing API key: send `Authorization: Bearer <key>`.")
+        stored = keys.get(key_digest(key.strip()))
+        if stored is None:
+            raise AuthenticationError("Invalid API key.")
+        principal = Principal(stored.id, stored.role, tuple(stored.models))
+    request.state.principal = principal
+    return principal
+
+
+def require_admin(request: Request) -> Principal:
+    principal = authenticate(request)
+    if principal.role != "admin":
+        raise PermissionDeniedError(f"Key `{principal.key_id}` has role `{principal.role}`; admin routes need `admin`.")
+    return principal

@@ -1,0 +1,133 @@
+"""Gateway duties against a real gateway (auth on, small in-flight cap) in front of the session's engine:
+keys and roles on every route, load shedding, and the JSON access log."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from serving.api.app import create_app
+from serving.api.auth import key_digest
+from serving.settings import Settings
+from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+
+BASE = "smollm2-135m-instruct"
+USER_KEY, ADMIN_KEY, LIMITED_KEY = "sk-user-test", "sk-admin-test", "sk-limited-test"
+PUBLIC_PATHS = {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+
+
+@pytest.fixture(scope="module")
+def guarded(server, artifacts_dir) -> Iterator[tuple[str, object]]:
+    keys = [
+        {"id": "user-1", "sha256": key_digest(USER_KEY), "role": "user"},
+        {"id": "admin-1", "sha256": key_digest(ADMIN_KEY), "role": "admin"},
+        {"id": "limited", "sha256": key_digest(LIMITED_KEY), "role": "user", "models": ["some-other-route"]},
+    ]
+    env = {
+        "SERVEKIT_ENGINE__URL": server.engine_url,
+        "SERVEKIT_HOME": str(artifacts_dir / "guarded"),
+        "SERVEKIT_AUTH__KEYS": json.dumps(keys),
+        "SERVEKIT_LIMITS__MAX_IN_FLIGHT_PER_ENGINE": "2",
+    }
+    log_path = artifacts_dir / "guarded.log"
+    process, base_url = start_bentoml("bentos.service:Servekit", env, log_path)
+    try:
+        wait_for(f"{base_url}/ready", process, GATEWAY_UP_TIMEOUT_S)
+        yield base_url, log_path
+    finally:
+        stop(process)
+
+
+def app_routes() -> list[tuple[str, str]]:
+    app = create_app(Settings())
+    return [
+        (method, route.path.replace("{version}", "x:1").replace("{name}", "r").replace("{route}", "r")
+         .replace("{operation}", "pause").replace("{path:path}", "anything"))
+        for route in app.routes if isinstance(route, APIRoute) and route.include_in_schema
+        for method in sorted(route.methods)
+    ]  # fmt: skip
+
+
+def test_no_route_is_reachable_without_a_key(guarded):
+    base_url, _ = guarded
+    checked = 0
+    for method, path in app_routes():
+        if path in PUBLIC_PATHS:
+            continue
+        response = httpx.request(method, base_url + path, json={})
+        assert response.status_code == 401, (method, path, response.status_code)
+        assert response.json()["error"]["code"] == "invalid_api_key"
+        checked += 1
+    assert checked >= 15
+    assert httpx.get(f"{base_url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_roles_and_model_limits(guarded):
+    base_url, _ = guarded
+    user = {"Authorization": f"Bearer {USER_KEY}"}
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert httpx.get(f"{base_url}/v1/models", headers=user).status_code == 200
+    forbidden = httpx.get(f"{base_url}/admin/routes", headers=user)
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "permission_denied"
+    assert httpx.get(f"{base_url}/admin/routes", headers=admin).status_code == 200
+    body = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    limited = httpx.post(
+        f"{base_url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {LIMITED_KEY}"}
+    )
+    assert limited.status_code == 403 and limited.json()["error"]["param"] == "model"
+
+
+def test_path_traversal_in_version_names_is_refused(guarded):
+    base_url, _ = guarded
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for version in ("..%2F..%2Fetc%2Fpasswd", "..:..", "a:..%2F..%2Fsecret", "..", "a:b..c"):
+        response = httpx.post(f"{base_url}/admin/models/{version}/load", headers=admin)
+        assert response.status_code in (400, 404), (version, response.status_code)
+        assert response.json()["error"]["message"]
+
+
+def test_requests_beyond_the_in_flight_cap_are_shed_at_once(guarded):
+    base_url, _ = guarded
+    user = {"Authorization": f"Bearer {USER_KEY}"}
+    long = {"model": BASE, "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 400,
+            "ignore_eos": True, "stream": True}  # fmt: skip
+    started = threading.Barrier(3)
+    release = threading.Event()
+
+    def hold_a_stream() -> None:
+        with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=long, headers=user, timeout=120) as r:
+            lines = r.iter_lines()
+            next(lines)
+            started.wait()
+            release.wait()
+
+    holders = [threading.Thread(target=hold_a_stream) for _ in range(2)]
+    for thread in holders:
+        thread.start()
+    started.wait()
+    try:
+        shed = httpx.post(f"{base_url}/v1/chat/completions", json={**long, "stream": False}, headers=user, timeout=10)
+        assert shed.status_code == 503
+        assert shed.json()["error"]["code"] == "overloaded"
+        assert shed.headers["retry-after"] == "1"
+    finally:
+        release.set()
+        for thread in holders:
+            thread.join()
+
+
+def test_access_log_is_json_per_request_without_the_key(guarded):
+    base_url, log_path = guarded
+    body = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    headers = {"Authorization": f"Bearer {USER_KEY}", "x-request-id": "access-log-probe"}
+    assert httpx.post(f"{base_url}/v1/chat/completions", json=body, headers=headers).status_code == 200
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith('{"request_id"')]
+    probe = next(r for r in records if r["request_id"] == "access-log-probe")
+    assert probe["key_id"] == "user-1" and probe["status"] == 200 and probe["completion_tokens"] == 2
+    assert probe["latency_s"] > 0
+    assert USER_KEY not in log_path.read_text()

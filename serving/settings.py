@@ -90,6 +90,24 @@ class LimitsSettings(BaseModel):
     max_request_bytes: int = Field(1_000_000, description="Larger bodies get 413.")
 
 
+PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+
+
+class ObservabilitySettings(BaseModel):
+    """The Prometheus that `servekit observe` runs (or an external one to query) for dashboards and rollouts."""
+
+    prometheus_binary: str = Field(
+        "prometheus", description="The `prometheus` executable: a name looked up on PATH, or a path."
+    )
+    port: int = Field(9090, description="Port of the Prometheus that servekit starts (on 127.0.0.1).")
+    scrape_interval: str = Field(
+        "2s", pattern=PROMETHEUS_DURATION, description="Scrape and rule-evaluation interval; short for quick feedback."
+    )
+    retention: str = Field("15d", pattern=PROMETHEUS_DURATION, description="--storage.tsdb.retention.time.")
+    data_dir: Path | None = Field(None, description="Config and TSDB directory; `<home>/prometheus` when unset.")
+    url: HttpUrl | None = Field(None, description="An external Prometheus to query instead of starting one.")
+
+
 class Settings(BaseSettings):
     """Effective configuration: defaults < YAML file < `SERVEKIT_*` environment."""
 
@@ -101,6 +119,7 @@ class Settings(BaseSettings):
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    observe: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -121,6 +140,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home.resolve() / "logs"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return (self.observe.data_dir or self.home / "prometheus").resolve()
 
 
 def config_path() -> Path:

@@ -45,7 +45,10 @@ def observe(
         soft_wrap=True,
     )
     for query in EXAMPLE_QUERIES:
-        console.print(f"  curl -s '{prometheus.url}/api/v1/query' --data-urlencode 'query={query}'", highlight=False)
+        console.print(
+            f"  curl -s '{prometheus.url}/api/v1/query' --data-urlencode 'query={query}'",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     assert prometheus.process is not None
     try:
         raise typer.Exit(prometheus.process.wait())

@@ -10,11 +10,16 @@ STAMP := $(VENV)/.installed-$(DEVICE)
 CONSTRAINTS := -c constraints/common.txt -c constraints/$(DEVICE).txt
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test bench lint clean
+.PHONY: setup prometheus serve observe test bench lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) prometheus
 	@# Idempotent: about a second when the default model is already registered.
 	$(BIN)/servekit models pull-default
+
+# Debian's prometheus package (binary + promtool); its systemd service is not used: servekit runs the binary.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+prometheus:
+	command -v prometheus >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus)
 
 $(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +32,9 @@ $(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
 
 serve: setup
 	$(BIN)/servekit serve --port $(PORT)
+
+observe: setup
+	$(BIN)/servekit observe --url http://127.0.0.1:$(PORT)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

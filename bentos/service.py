@@ -15,6 +15,8 @@ from serving.gateway import Gateway
 from serving.registry.store import RegisteredModel, get_model
 from serving.rollout.controller import RolloutController
 from serving.rollout.gateway_observer import GatewayObserver
+from serving.rollout.observation import Observer
+from serving.rollout.prometheus import PrometheusObserver
 from serving.rollout.store import RolloutStore
 from serving.settings import load_settings
 from serving.state import connect
@@ -43,7 +45,11 @@ class Servekit:
         base = RegisteredModel.from_stored(self.base_model)
         self.gateway = Gateway.from_settings(settings, base, adapters, more_bases)
         app.state.gateway = self.gateway
-        observer = GatewayObserver(self.gateway.metrics.recent)
+        observer: Observer = (
+            PrometheusObserver(str(settings.observe.url))
+            if settings.observe.url
+            else GatewayObserver(self.gateway.metrics.recent)
+        )
         self.rollouts = RolloutController(self.gateway, observer, RolloutStore(connect(settings.state_path)))
         app.state.rollouts = self.rollouts
 

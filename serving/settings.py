@@ -126,6 +126,24 @@ class FaultSettings(BaseModel):
     )
 
 
+PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+
+
+class ObservabilitySettings(BaseModel):
+    """The Prometheus that `servekit observe` runs (or an external one to query) for dashboards and rollouts."""
+
+    prometheus_binary: str = Field(
+        "prometheus", description="The `prometheus` executable: a name looked up on PATH, or a path."
+    )
+    port: int = Field(9090, description="Port of the Prometheus that servekit starts (on 127.0.0.1).")
+    scrape_interval: str = Field(
+        "2s", pattern=PROMETHEUS_DURATION, description="Scrape and rule-evaluation interval; short for quick feedback."
+    )
+    retention: str = Field("15d", pattern=PROMETHEUS_DURATION, description="--storage.tsdb.retention.time.")
+    data_dir: Path | None = Field(None, description="Config and TSDB directory; `<home>/prometheus` when unset.")
+    url: HttpUrl | None = Field(None, description="An external Prometheus to query instead of starting one.")
+
+
 class Settings(BaseSettings):
     """Effective configuration: defaults < YAML file < `SERVEKIT_*` environment."""
 
@@ -146,6 +164,7 @@ class Settings(BaseSettings):
         description="A/B routes: public name -> {version: weight}, weights summing to 100. "
         "Runtime changes (admin API) are kept in the state file and win over these.",
     )
+    observe: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -170,6 +189,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home.resolve() / "logs"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return (self.observe.data_dir or self.home / "prometheus").resolve()
 
 
 def config_path() -> Path:

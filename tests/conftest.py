@@ -57,8 +57,10 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout_s: float, statu
     raise TimeoutError(f"{url} did not answer {status} within {timeout_s:.0f}s")
 
 
-def start_bentoml(target: str, env_overrides: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_bentoml(
+    target: str, env_overrides: dict[str, str], log_path: Path, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or free_port()
     env = {**os.environ, **env_overrides}
     log = log_path.open("wb")
     process = subprocess.Popen(

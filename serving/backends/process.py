@@ -16,9 +16,9 @@ logger = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if servekit's process dies abruptly, the kernel sends the engine SIGTERM
-    instead of leaving an orphan holding the port and gigabytes of KV cache."""
+def die_with_parent() -> None:
+    """Runs in a child before exec: if servekit's process dies abruptly, the kernel sends the child SIGTERM
+    instead of leaving an orphan holding its port (and, for an engine, gigabytes of KV cache)."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -52,7 +52,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         logger.info("started engine pid=%s, log %s", self._process.pid, self.log_path)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import bench, config, keys, models, rollout, routes, serve
+from serving.cli import bench, config, keys, models, observe, rollout, routes, serve
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
@@ -14,6 +14,7 @@ app.add_typer(routes.app, name="routes")
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(keys.app, name="keys")
 app.command(name="serve")(serve.serve)
+app.command(name="observe")(observe.observe)
 
 
 def main() -> None:

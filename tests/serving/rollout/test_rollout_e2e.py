@@ -10,7 +10,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+from serving.observe.config import write_config
+from serving.observe.server import PrometheusServer
+from tests.conftest import GATEWAY_UP_TIMEOUT_S, free_port, start_bentoml, stop, wait_for
 
 BASE = "smollm2-135m-instruct"
 # LoRA requests run ~2.5x slower than base ones on vLLM-CPU, so the latency ratios get room here; the error-rate
@@ -161,3 +163,37 @@ def test_a_rollout_resumes_after_the_gateway_is_killed(server, random_adapters, 
         assert admin(base_url, "POST", "/rollouts/assistant/abort").json()["phase"] == "rolled_back"
     finally:
         stop(process)
+
+
+def test_faulty_canary_is_rolled_back_with_a_real_prometheus_in_the_loop(server, random_adapters, artifacts_dir):
+    """The gateway's rollouts observe through PromQL against a real Prometheus scraping that gateway."""
+    gateway_port = free_port()
+    data_dir = artifacts_dir / "prometheus-loop"
+    data_dir.mkdir()
+    config = write_config(data_dir, f"http://127.0.0.1:{gateway_port}", "1s")
+    with PrometheusServer("prometheus", config, data_dir, free_port(), "1d") as prometheus:
+        env = {
+            "SERVEKIT_ENGINE__URL": server.engine_url,
+            "SERVEKIT_HOME": str(artifacts_dir / "prometheus-loop-home"),
+            "SERVEKIT_OBSERVE__URL": prometheus.url,
+            "SERVEKIT_FAULTS__ENABLED": "true",
+        }
+        process, base_url = start_bentoml(
+            "bentos.service:Servekit", env, artifacts_dir / "prometheus-loop.log", port=gateway_port
+        )
+        try:
+            wait_for(f"{base_url}/ready", process, GATEWAY_UP_TIMEOUT_S)
+            canary = random_adapters["b"].tag
+            admin(base_url, "PUT", "/routes/assistant", json={"members": [{"version": BASE, "weight": 100}]})
+            assert admin(base_url, "POST", f"/models/{canary}/load").status_code == 200
+            assert admin(base_url, "PUT", f"/faults/{canary}", json={"error_rate": 0.6}).status_code == 200
+            with Traffic(base_url, "assistant"):
+                config_ = {**FAST, "interval_s": 4}
+                started = admin(base_url, "POST", "/rollouts/assistant", json={"canary": canary, "config": config_})
+                assert started.status_code == 200, started.text
+                final = wait_for_phase(base_url, "assistant", {"promoted", "rolled_back"})
+            assert final["phase"] == "rolled_back"
+            rollback = admin(base_url, "GET", "/rollouts/assistant/history").json()[-1]
+            assert rollback["event"] == "rollback" and rollback["observation"]["canary"]["server_errors"] > 0
+        finally:
+            stop(process)

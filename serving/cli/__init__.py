@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import bench, config, models, serve
+from serving.cli import bench, config, loadtest, models, serve
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
+app.add_typer(loadtest.app, name="loadtest")
 app.command(name="serve")(serve.serve)
 
 

@@ -20,12 +20,20 @@ def chunk(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def make_app(tokens: int) -> web.Application:
+def make_app(tokens: int, fail_every: int = 0) -> web.Application:
+    """`fail_every` N > 0: every Nth generation answers 500, to check that errors are counted, not fatal."""
+    served = 0
+
     async def models(_: web.Request) -> web.Response:
         card = {"id": "fake", "object": "model", "created": int(time.time()), "root": VERSION, "ready": True}
         return web.json_response({"object": "list", "data": [card]}, headers={"x-servekit-version": VERSION})
 
     async def generate(request: web.Request) -> web.StreamResponse:
+        nonlocal served
+        served += 1
+        if fail_every and served % fail_every == 0:
+            error = {"error": {"message": "injected failure", "type": "server_error", "param": None, "code": None}}
+            return web.json_response(error, status=500, headers={"x-servekit-version": VERSION})
         body = await request.json()
         count = min(tokens, int(body.get("max_tokens") or tokens))
         key = "text" if "prompt" in body else "delta"
@@ -50,9 +58,13 @@ def make_app(tokens: int) -> web.Application:
     return app
 
 
-def main(port: int = typer.Option(8999), tokens: int = typer.Option(8, help="Tokens per answer.")) -> None:
+def main(
+    port: int = typer.Option(8999),
+    tokens: int = typer.Option(8, help="Tokens per answer."),
+    fail_every: int = typer.Option(0, help="Answer 500 to every Nth generation (0: never)."),
+) -> None:
     """Serve on 127.0.0.1:PORT until interrupted."""
-    web.run_app(make_app(tokens), host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(make_app(tokens, fail_every), host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -99,8 +99,6 @@ def validate(config: RunConfig) -> None:
         raise LoadTestError(f"unknown endpoint {config.endpoint!r}; valid endpoints: {', '.join(ENDPOINTS)}")
     if config.users < 1 or config.duration_s <= 0:
         raise LoadTestError("--users must be >= 1 and --duration > 0")
-    if config.shape == "poisson" and not config.rate:
-        raise LoadTestError("the poisson shape needs --rate (arrivals per second)")
     if config.slo:
         parse_slo(config.slo)  # raises SLOError naming the bad token
     make_shape(config.shape, config.users, config.duration_s, config.rate)  # raises listing the valid shapes

@@ -78,14 +78,18 @@ def doubling_levels(users: int) -> list[int]:
 SHAPES = ("constant", "step", "sweep", "poisson")
 
 
-def make_shape(name: str, users: int, duration_s: float, rate: float | None = None) -> LoadTestShape:
-    """The shape called `name`; an unknown name raises ValueError listing the valid ones."""
-    if name == "constant":
-        return ConstantShape(users, duration_s)
-    if name == "step":
-        return StepShape(users, duration_s)
-    if name == "sweep":
-        return SweepShape(users, duration_s)
+def shape_spec(name: str, users: int, duration_s: float, rate: float | None = None) -> tuple[type, dict]:
+    """The class called `name` and its arguments; an unknown name raises ValueError listing the valid ones."""
+    if name not in SHAPES:
+        raise ValueError(f"unknown shape {name!r}; valid shapes: {', '.join(SHAPES)}")
     if name == "poisson":
-        return PoissonShape(users, duration_s, rate or float(users))
-    raise ValueError(f"unknown shape {name!r}; valid shapes: {', '.join(SHAPES)}")
+        if not rate or rate <= 0:
+            raise ValueError("the poisson shape needs a positive --rate (arrivals per second)")
+        return PoissonShape, {"users": users, "duration_s": duration_s, "rate": rate}
+    shape = {"constant": ConstantShape, "step": StepShape, "sweep": SweepShape}[name]
+    return shape, {"users": users, "duration_s": duration_s}
+
+
+def make_shape(name: str, users: int, duration_s: float, rate: float | None = None) -> LoadTestShape:
+    shape, arguments = shape_spec(name, users, duration_s, rate)
+    return shape(**arguments)

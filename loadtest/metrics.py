@@ -8,6 +8,7 @@ as much as one fast one."""
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
@@ -97,19 +98,37 @@ def by_version(records: list[RequestRecord], wall_s: float, objectives: list[Obj
 
 
 def timeline(records: list[RequestRecord], t0: float, wall_s: float, buckets: int = 30) -> list[dict]:
-    """Windows of the run (by request start): users, rates and latency percentiles per window."""
+    """The run cut into ~`buckets` windows: users, completions, token throughput and latency percentiles.
+
+    Tokens are spread evenly over each request's generation (first token to end), so throughput is drawn when
+    it happened rather than piled onto the request's start; latency percentiles group requests by start."""
     width = max(1.0, wall_s / buckets)
-    windows: dict[int, list[RequestRecord]] = defaultdict(list)
+    count = max(1, math.ceil(wall_s / width))
+    tokens, done, failed = [0.0] * count, [0] * count, [0] * count
+    started: list[list[RequestRecord]] = [[] for _ in range(count)]
+
+    def window(t: float) -> int:
+        return min(max(int((t - t0) // width), 0), count - 1)
+
     for record in records:
-        windows[int((record.started_at - t0) // width)].append(record)
-    rows = []
-    for index in sorted(windows):
-        group = windows[index]
+        end = record.started_at + record.latency_s
+        started[window(record.started_at)].append(record)
+        (done if record.ok else failed)[window(end)] += 1
+        if record.ok and record.output_tokens:
+            first = record.started_at + (record.ttft_s or 0.0)
+            for index in range(window(first), window(end) + 1):
+                lo = t0 + index * width if index else -math.inf  # the edge windows take what lies beyond
+                hi = t0 + (index + 1) * width if index < count - 1 else math.inf
+                share = (min(hi, end) - max(lo, first)) / (end - first) if end > first else 1.0
+                tokens[index] += record.output_tokens * max(share, 0.0)
+    rows, users = [], 0
+    for index in range(count):
+        group = started[index]
+        users = max((r.users for r in group), default=users)
         summary = summarize(group, width)
         rows.append({
-            "t": (index + 0.5) * width,
-            "users": max(r.users for r in group),
-            **{k: summary[k] for k in ("requests", "errors", "request_rate", "tokens_per_s")},
+            "t": (index + 0.5) * width, "users": users, "requests": done[index] + failed[index],
+            "errors": failed[index], "request_rate": done[index] / width, "tokens_per_s": tokens[index] / width,
             **{f"{m}_{s}": summary[m][s] for m in ("ttft", "itl", "latency") for s in ("p50", "p95")},
         })  # fmt: skip
     return rows

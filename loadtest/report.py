@@ -77,7 +77,7 @@ def plot_over_time(timeline: list[dict[str, Any]]) -> str:
     axis.set(title="throughput and users over time", xlabel="s since start", ylabel="tok/s")
     twin = axis.twinx()
     twin.step(t, [row["users"] for row in timeline], where="mid", color="#e8710a", label="users")
-    twin.set_ylabel("users")
+    twin.set(ylabel="users", ylim=(0, max(row["users"] for row in timeline) * 1.15 + 1))
     axis.legend(loc="upper left")
     twin.legend(loc="upper right")
     return png(fig)

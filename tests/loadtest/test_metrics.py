@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import random
 
+import pytest
+
 from loadtest.metrics import RequestRecord, by_version, flat, percentiles, stages, summarize, timeline, write_csv
 from loadtest.slo import parse_slo
 
@@ -41,7 +43,8 @@ def test_split_by_version_timeline_and_stages(tmp_path):
     assert set(by_version(records, 10.0)) == {"a", "b"}
     assert by_version(records, 10.0)["a"]["requests"] == 10
     rows = timeline(records, t0=100.0, wall_s=10.0, buckets=5)
-    assert sum(r["requests"] for r in rows) == 20
+    assert sum(r["requests"] for r in rows) == 20  # by completion
+    assert sum(r["tokens_per_s"] * 2.0 for r in rows) == pytest.approx(20 * 32)  # every token lands in some 2 s window
     assert rows[0]["users"] == 1 and rows[-1]["users"] == 4
     assert [s["users"] for s in stages(records)] == [1, 4]
     write_csv(records, tmp_path / "requests.csv")

@@ -7,6 +7,7 @@ plain Locust's stats and web UI see it as one request named by path and serving 
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from loadtest.shapes import PoissonShape
 from loadtest.stream_client import StreamResult
 
 VERSION_HEADER = "x-servekit-version"
+# httpx logs every request at INFO, the level plain Locust logs at: thousands of lines a second would make the
+# load generator spend its CPU on logging instead of load.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 ENDPOINTS = {"chat-stream": "/v1/chat/completions", "chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 

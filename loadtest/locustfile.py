@@ -45,7 +45,6 @@ if os.environ.get("LOADTEST_SHAPE"):
     del _base  # Locust would find a second shape class in this module and refuse to choose
 
 collector = Collector()
-_started = {"t0": time.time()}
 
 
 @events.init_command_line_parser.add_listener
@@ -71,8 +70,7 @@ def configure(environment: Environment, **_: Any) -> None:
 
 @events.test_start.add_listener
 def reset(**_: Any) -> None:
-    collector.records.clear()
-    _started["t0"] = time.time()
+    collector.reset()
 
 
 @events.test_stop.add_listener
@@ -82,6 +80,6 @@ def write(environment: Environment, **_: Any) -> None:
         return
     config = {"host": environment.host, "model": options.model, "endpoint": options.endpoint,
               "max_tokens": options.max_tokens, "version": options.pin_version, "slo": options.slo}  # fmt: skip
-    t0 = _started["t0"]
+    t0 = collector.started_at
     objectives = parse_slo(options.slo) if options.slo else []
     write_outputs(Path(options.loadtest_out), list(collector.records), config, t0, time.time() - t0, objectives)

@@ -60,6 +60,12 @@ class Collector:
     """Keeps the `RequestRecord` that every user's request event carries."""
 
     records: list[RequestRecord] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    def reset(self) -> None:
+        """A new test starts (plain Locust can run several from one UI session)."""
+        self.records.clear()
+        self.started_at = time.time()
 
     def on_request(self, context: dict[str, Any] | None = None, **_: Any) -> None:
         if context and isinstance(context.get("record"), RequestRecord):
@@ -124,7 +130,8 @@ def run(config: RunConfig, console: Console) -> dict[str, Any]:
     collector = Collector()
     environment.events.request.add_listener(collector.on_request)
     runner = environment.create_local_runner()
-    t0 = time.time()
+    collector.reset()
+    t0 = collector.started_at
     deadline = time.monotonic() + config.duration_s + STOP_TIMEOUT_S + 5
     runner.start_shape()
     with Progress(

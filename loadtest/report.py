@@ -68,8 +68,8 @@ def plot_over_time(timeline: list[dict[str, Any]]) -> str:
         axes.flat[:3], ("ttft", "itl", "latency"), ("TTFT", "inter-token latency", "end-to-end latency"), strict=True
     ):
         for stat, style in (("p50", "-o"), ("p95", "--s")):
-            values = [np.nan if row[f"{metric}_{stat}"] is None else 1000 * row[f"{metric}_{stat}"] for row in timeline]
-            axis.plot(t, values, style, markersize=3, label=stat)
+            points = [(row["t"], 1000 * row[f"{metric}_{stat}"]) for row in timeline if row[f"{metric}_{stat}"]]
+            axis.plot([x for x, _ in points], [y for _, y in points], style, markersize=3, label=stat)
         axis.set(title=f"{title} over time", xlabel="s since start", ylabel="ms")
         axis.legend()
     axis = axes.flat[3]

@@ -68,3 +68,17 @@ def test_load_generator_outruns_the_model_tenfold(fake_url, tmp_path):
     """The default model serves ~4 req/s at 32 users x 128 tokens here; the generator must sustain >= 40."""
     results = run(fake_url, tmp_path, "--model", "fake", "--users", "32", "--duration", "5s")
     assert results["overall"]["request_rate"] >= 40
+
+
+def test_servekit_cli_hosts_the_same_run(fake_url, tmp_path):
+    """`servekit loadtest run` imports Locust late, inside an already-started CLI process; it must still work."""
+    command = [
+        sys.executable, "-c", "from serving.cli import main; main()", "loadtest", "run", "--url", fake_url,
+        "--model", "fake", "--users", "2", "--duration", "2s", "--slo", "ttft_p99<1us", "--out", str(tmp_path),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, env=load_env(), capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2 and "bad unit 'us'" in finished.stderr
+    command[-3] = "ttft_p99<0.001ms"
+    finished = subprocess.run(command, cwd=ROOT, env=load_env(), capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1 and "ttft_p99<0.001ms: observed" in finished.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["overall"]["requests"] > 0

@@ -1,6 +1,8 @@
 """A minimal OpenAI streaming client that times every token: what load tests and benchmarks measure with.
 
-It speaks HTTP only (servekit, a raw vLLM server or any OpenAI-compatible endpoint look the same to it)."""
+It speaks HTTP only (servekit, a raw vLLM server or any OpenAI-compatible endpoint look the same to it).
+`StreamResult.feed_line` is the one SSE parser: the asyncio benchmark below and the gevent Locust users
+(`loadtest.users`) both push the lines they read through it, so both time tokens the same way."""
 
 from __future__ import annotations
 
@@ -35,6 +37,25 @@ class StreamResult:
     def inter_token_latencies(self) -> list[float]:
         return [b - a for a, b in zip(self.token_times, self.token_times[1:], strict=False)]
 
+    def feed_line(self, line: str, now: float) -> bool:
+        """Account one SSE line read at `now` (chat deltas or completion text); False once the stream failed.
+
+        Token counts come from the server's usage chunk (`stream_options.include_usage`), token times from
+        the chunks that carry text."""
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            return True
+        chunk = json.loads(line[6:])
+        if "error" in chunk:
+            self.error = chunk["error"].get("message", "stream error")
+            return False
+        choices = chunk.get("choices") or ()
+        if chunk.get("usage") and not choices:
+            self.output_tokens = chunk["usage"]["completion_tokens"]
+        elif any((c.get("delta") or {}).get("content") or c.get("text") for c in choices):
+            self.first_token_at = self.first_token_at or now
+            self.token_times.append(now)
+        return True
+
 
 async def stream_chat(
     client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int, extra: dict | None = None
@@ -56,18 +77,8 @@ async def stream_chat(
                 result.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
                 return result
             async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if "error" in chunk:
-                    result.error = chunk["error"].get("message", "stream error")
+                if not result.feed_line(line, time.perf_counter()):
                     return result
-                if chunk.get("usage") and not chunk.get("choices"):
-                    result.output_tokens = chunk["usage"]["completion_tokens"]
-                elif any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ()):
-                    now = time.perf_counter()
-                    result.first_token_at = result.first_token_at or now
-                    result.token_times.append(now)
         result.ok = True
     except httpx.HTTPError as exc:
         result.error = repr(exc)

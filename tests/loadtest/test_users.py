@@ -1,0 +1,84 @@
+"""The Locust user against a trivial local server (no model): Poisson pacing gives the asked arrival rate,
+server errors are counted (never a crash), and the load generator's own ceiling stays far above a model's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port
+from tests.loadtest.conftest import load_env
+
+
+def start_fake(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the trivial server and wait until it answers /v1/models."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "loadtest.fake_server", "--port", str(port), *args], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(f"{url}/v1/models", timeout=1).raise_for_status()
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the fake server did not come up")
+
+
+@pytest.fixture(scope="module")
+def fake_url() -> Iterator[str]:
+    process, url = start_fake()
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def run(url: str, out, *args: str) -> dict:
+    command = [sys.executable, "-m", "loadtest", "run", "--url", url, "--out", str(out), *args]
+    finished = subprocess.run(command, cwd=ROOT, env=load_env(), capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    return json.loads((out / "results.json").read_text())
+
+
+def test_poisson_shape_delivers_the_arrival_rate(fake_url, tmp_path):
+    results = run(fake_url, tmp_path, "--model", "fake", "--shape", "poisson", "--rate", "40", "--users", "16",
+                  "--duration", "6s")  # fmt: skip
+    assert 0.7 * 40 * 6 <= results["overall"]["requests"] <= 1.3 * 40 * 6
+
+
+def test_server_errors_are_counted_not_fatal(tmp_path):
+    process, url = start_fake("--fail-every", "3")
+    try:
+        results = run(url, tmp_path, "--model", "fake", "--users", "2", "--duration", "3s", "--max-requests", "30")
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert (results["overall"]["requests"], results["overall"]["errors"]) == (30, 10)
+    assert "HTTP 500: " in (tmp_path / "requests.csv").read_text()
+
+
+def test_load_generator_outruns_the_model_tenfold(fake_url, tmp_path):
+    """The default model serves ~4 req/s at 32 users x 128 tokens here; the generator must sustain >= 40."""
+    results = run(fake_url, tmp_path, "--model", "fake", "--users", "32", "--duration", "5s")
+    assert results["overall"]["request_rate"] >= 40
+
+
+def test_servekit_cli_hosts_the_same_run(fake_url, tmp_path):
+    """`servekit loadtest run` imports Locust late, inside an already-started CLI process; it must still work."""
+    command = [
+        sys.executable, "-c", "from serving.cli import main; main()", "loadtest", "run", "--url", fake_url,
+        "--model", "fake", "--users", "2", "--duration", "2s", "--slo", "ttft_p99<1us", "--out", str(tmp_path),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, env=load_env(), capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2 and "bad unit 'us'" in finished.stderr
+    command[-3] = "ttft_p99<0.001ms"
+    finished = subprocess.run(command, cwd=ROOT, env=load_env(), capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1 and "ttft_p99<0.001ms: observed" in finished.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["overall"]["requests"] > 0

@@ -50,7 +50,8 @@ class Servekit:
             if settings.observe.url
             else GatewayObserver(self.gateway.metrics.recent)
         )
-        self.rollouts = RolloutController(self.gateway, observer, RolloutStore(connect(settings.state_path)))
+        store = RolloutStore(connect(settings.state_path))
+        self.rollouts = RolloutController(self.gateway, observer, store, settings.home.resolve() / "gate-reports")
         app.state.rollouts = self.rollouts
 
     @bentoml.on_startup

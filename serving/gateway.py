@@ -191,20 +191,33 @@ class Gateway:
                 await base.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
 
     def model_list(self) -> ModelList:
-        return ModelList(
-            data=[
+        """Every callable name: served versions, then routes (`engine: route`, `root` = the heaviest member)."""
+        cards = [
+            ModelCard(
+                id=served.name,
+                created=served.created,
+                root=served.version,
+                parent=served.parent,
+                max_model_len=served.max_model_len,
+                engine=served.supervisor.backend.engine_name,
+                ready=served.supervisor.ready,
+            )
+            for served in self.versions.values()
+        ]
+        for route in self.router.routes.values():
+            members = [self.versions[v] for v in route.versions if v in self.versions]
+            primary = self.versions.get(max(route.members, key=lambda m: m.weight).version)
+            cards.append(
                 ModelCard(
-                    id=served.name,
-                    created=served.created,
-                    root=served.version,
-                    parent=served.parent,
-                    max_model_len=served.max_model_len,
-                    engine=served.supervisor.backend.engine_name,
-                    ready=served.supervisor.ready,
+                    id=route.name,
+                    created=min((m.created for m in members), default=0),
+                    root=primary.version if primary else "",
+                    max_model_len=min((m.max_model_len for m in members), default=None),
+                    engine="route",
+                    ready=bool(members) and all(m.supervisor.ready for m in members),
                 )
-                for served in self.versions.values()
-            ]
-        )
+            )
+        return ModelList(data=cards)
 
     def admit(self, served: ServedVersion) -> str:
         """Count a request against its engine, or shed it at once when the engine is full."""

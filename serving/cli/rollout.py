@@ -30,6 +30,9 @@ def start(
     failure_threshold: int = typer.Option(2),
     pre_rollout_webhook: str | None = typer.Option(None),
     step_webhook: str | None = typer.Option(None),
+    gate_slo: str | None = typer.Option(None, help="Load-test gate: SLOs a pinned load test must meet first."),
+    gate_duration: float = typer.Option(10, help="Load-test gate duration, seconds."),
+    gate_users: int = typer.Option(4, help="Load-test gate users."),
     url: str = UrlOption,
 ) -> None:
     config = {

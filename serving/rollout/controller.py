@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, HttpUrl
 
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from serving.gateway import Gateway
-from serving.rollout.gates import Gate, WebhookGate
+from serving.rollout.gates import Gate, LoadTestGate, LoadTestGateSpec, WebhookGate
 from serving.rollout.observation import Observer
 from serving.rollout.policy import Action, ActionKind, Phase, RolloutConfig, RolloutState, decide
 from serving.rollout.store import RolloutStore
@@ -27,14 +28,15 @@ class RolloutRequest(BaseModel):
     config: RolloutConfig = RolloutConfig()
     pre_rollout_webhook: HttpUrl | None = None
     step_webhook: HttpUrl | None = None
+    load_test_gate: LoadTestGateSpec | None = None
 
 
 class RolloutController:
-    def __init__(self, gateway: Gateway, observer: Observer, store: RolloutStore) -> None:
+    def __init__(self, gateway: Gateway, observer: Observer, store: RolloutStore, reports_dir: Path) -> None:
         self.gateway = gateway
+        self.reports_dir = reports_dir
         self.observer = observer
         self.store = store
-        self.step_gates: dict[str, list[Gate]] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
 
     def resume(self) -> None:
@@ -75,15 +77,18 @@ class RolloutController:
         if request.canary == primary:
             raise InvalidRequestError(f"`{request.canary}` is already the primary of `{route_name}`.", param="canary")
         await self.gateway.load_adapter(request.canary)
-        state = RolloutState(route=route_name, primary=primary, canary=request.canary, config=request.config)
+        gates = request.model_dump(mode="json", include={"step_webhook", "load_test_gate"}, exclude_none=True)
+        state = RolloutState(
+            route=route_name, primary=primary, canary=request.canary, config=request.config, gates=gates
+        )
+        pre_gates = self._load_test_gates(state)
         if request.pre_rollout_webhook is not None:
-            result = await WebhookGate(str(request.pre_rollout_webhook)).check(state, "pre-rollout")
+            pre_gates.append(WebhookGate(str(request.pre_rollout_webhook)))
+        for gate in pre_gates:
+            result = await gate.check(state, "pre-rollout")
             self.store.audit(route_name, "pre-rollout gate", asdict(result))
             if not result.passed:
                 raise ConflictError(f"Pre-rollout gate failed: {result.detail}")
-        self.step_gates[route_name] = (
-            [WebhookGate(str(request.step_webhook))] if request.step_webhook is not None else []
-        )
         self.store.save(state)
         self.store.audit(
             route_name, "started", {"primary": primary, "canary": request.canary, **state.config.model_dump()}
@@ -99,7 +104,7 @@ class RolloutController:
         if state.phase is Phase.progressing:
             window = state.config.interval_s
             observation = await self.observer.observe(route_name, state.primary, state.canary, window)
-            results = [await gate.check(state, "step") for gate in self.step_gates.get(route_name, [])]
+            results = [await gate.check(state, "step") for gate in self._step_gates(state)]
             gate_failures = tuple(f"gate: {r.detail}" for r in results if not r.passed)
         new_state, action = decide(state, observation, gate_failures)
         await self._apply(new_state, action)
@@ -150,6 +155,14 @@ class RolloutController:
     def history(self, route: str) -> list[dict[str, Any]]:
         self.status(route)
         return self.store.history(route)
+
+    def _load_test_gates(self, state: RolloutState) -> list[Gate]:
+        spec = state.gates.get("load_test_gate")
+        return [LoadTestGate(LoadTestGateSpec.model_validate(spec), self.reports_dir)] if spec else []
+
+    def _step_gates(self, state: RolloutState) -> list[Gate]:
+        webhook = state.gates.get("step_webhook")
+        return [*self._load_test_gates(state), *([WebhookGate(webhook)] if webhook else [])]
 
     def _transition(self, state: RolloutState, phase: Phase, event: str) -> RolloutState:
         new_state = state.model_copy(update={"phase": phase})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -52,6 +53,9 @@ class RolloutState(BaseModel):
     step: int = Field(0, description="Index into config.steps of the weight the canary has now.")
     failed_checks: int = 0
     ticks: int = 0
+    gates: dict[str, Any] = Field(
+        default_factory=dict, description="The step gates' specs, kept so a resumed rollout keeps its gates."
+    )
 
     @property
     def canary_weight(self) -> float:

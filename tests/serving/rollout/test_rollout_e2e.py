@@ -197,3 +197,28 @@ def test_faulty_canary_is_rolled_back_with_a_real_prometheus_in_the_loop(server,
             assert rollback["event"] == "rollback" and rollback["observation"]["canary"]["server_errors"] > 0
         finally:
             stop(process)
+
+
+def test_load_test_gate_blocks_a_start_and_fails_a_step(server, route, random_adapters):
+    canary = random_adapters["a"].tag
+    impossible = {"url": server.base_url, "slo": "ttft_p95<0.001s", "duration_s": 5, "users": 2}
+    refused = admin(
+        server.base_url, "POST", f"/rollouts/{route}",
+        json={"canary": canary, "config": FAST, "load_test_gate": impossible},
+    )  # fmt: skip
+    assert refused.status_code == 409 and "ttft_p95" in refused.json()["error"]["message"]
+    audit = admin(server.base_url, "GET", f"/rollouts/{route}/history")
+    assert audit.status_code == 404, "a refused rollout leaves no state behind"
+
+    step_only = {**impossible, "stages": ["step"]}
+    config = {**FAST, "failure_threshold": 1, "min_requests": 1}
+    with Traffic(server.base_url, route):
+        started = admin(
+            server.base_url, "POST", f"/rollouts/{route}",
+            json={"canary": canary, "config": config, "load_test_gate": step_only},
+        )  # fmt: skip
+        assert started.status_code == 200, started.text
+        final = wait_for_phase(server.base_url, route, {"promoted", "rolled_back"})
+    assert final["phase"] == "rolled_back"
+    rollback = admin(server.base_url, "GET", f"/rollouts/{route}/history").json()[-1]
+    assert "load test" in rollback["reason"] and "report.html" in rollback["reason"]

@@ -29,7 +29,7 @@ def build_manifest(
     training: dict[str, Any],
 ) -> dict[str, Any]:
     tag = version_id(config, base_tag, data_sha256)
-    return {
+    manifest = {
         "kind": "adapter",
         "name": config.adapter_name,
         "version": tag.split(":", 1)[1],
@@ -45,6 +45,17 @@ def build_manifest(
         "created_at": datetime.now(UTC).isoformat(),
         "servekit_version": __version__,
     }
+    return _without_none(manifest)
+
+
+def _without_none(value: Any) -> Any:
+    """Unset values are left out rather than written as null: registries (BentoML metadata) accept only
+    basic types, and an absent key reads the same as an unset one."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> Path:

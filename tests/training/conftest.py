@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from serving.registry.store import get_model
 from training.config import TrainConfig
 from training.pipeline import run
 
+# One intra-op thread: on this shared 2-core box two spinning OpenMP threads per process were measured several
+# times slower than one (the torchrun test's processes get OMP_NUM_THREADS=1 from torchrun itself).
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 PIRATE = ROOT / "training" / "examples" / "pirate.jsonl"
 TINY: dict[str, Any] = {

@@ -26,7 +26,7 @@ def _write_config(tmp_path: Path, **changes: object) -> Path:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, base_model):
@@ -46,7 +46,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, base_model):
 
     subprocess.run([*command, "--resume"], cwd=ROOT, env=_env(), check=True, capture_output=True)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["training"]["resumed_from_step"] >= step
+    assert manifest["training"]["resumed_from_step"] >= step  # at least the checkpoint seen after the kill
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert [s for s, _ in report["train_loss"]] == [1, 2, 3, 4]  # every step exactly once, none lost
     assert latest(checkpoints).name == "step-000004"

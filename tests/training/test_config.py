@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from tests.training.conftest import PIRATE
 from training.config import load_config
+from training.data import load_conversations
 
 
 def test_yaml_then_dotted_overrides(tmp_path):
@@ -27,3 +29,11 @@ def test_bad_keys_and_names_are_rejected(tmp_path):
         load_config(path, ["adapter_name=Not_Lower"])
     with pytest.raises(ValueError, match="key=value"):
         load_config(path, ["max_steps"])
+
+
+def test_example_config_and_data_are_valid():
+    config = load_config(PIRATE.with_suffix(".yaml"))
+    assert config.dataset == PIRATE and config.adapter_name == "pirate-lora"
+    conversations = load_conversations(config.dataset)
+    assert len(conversations) == 300
+    assert all(conv[-1]["content"].endswith("Arr!") for conv in conversations)

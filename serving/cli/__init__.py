@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import bench, config, keys, loadtest, models, observe, rollout, routes, serve
+from serving.cli import bench, config, keys, loadtest, models, observe, rollout, routes, serve, train
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
@@ -16,6 +16,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(loadtest.app, name="loadtest")
 app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)
+app.command(name="train")(train.train)
 
 
 def main() -> None:

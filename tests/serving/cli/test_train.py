@@ -44,3 +44,27 @@ def test_unknown_base_fails_clearly(tmp_path):
     result = runner.invoke(app, ["train", str(config)])
     assert result.exit_code == 1
     assert "not in the registry" in result.output
+
+
+def test_a_trained_adapter_is_served_by_the_vllm_engine(server, tmp_path):
+    """What `servekit train` publishes is a PEFT adapter vLLM loads and serves under its own name."""
+    import bentoml
+    import httpx
+    import openai
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "adapter_name": "served-test", "output_dir": str(tmp_path / "out")}))
+    assert runner.invoke(app, ["train", str(config), "--set", "max_steps=2", "--set", "batch_size=1"]).exit_code == 0
+    tag = f"served-test:{json.loads((tmp_path / 'out' / 'manifest.json').read_text())['version']}"
+    try:
+        loaded = httpx.post(f"{server.base_url}/admin/models/{tag}/load", timeout=120)
+        assert loaded.status_code == 200, loaded.text
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model=tag, messages=[{"role": "user", "content": "Where is the treasure?"}], max_tokens=8, temperature=0
+        )
+        assert raw.headers["x-servekit-version"] == tag
+        assert raw.parse().choices[0].message.content
+        assert httpx.post(f"{server.base_url}/admin/models/{tag}/unload", timeout=120).status_code == 200
+    finally:
+        bentoml.models.delete(tag)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import typer
 from rich.table import Table
 
@@ -89,6 +90,72 @@ def unload(version: str, url: str = UrlOption) -> None:
     """Unload an adapter version from the running server."""
     call(url, "POST", f"/models/{version}/unload")
     console.print(f"unloaded [bold]{version}[/bold] on {url}")
+
+
+def _in_use(url: str) -> set[str]:
+    """Versions the running server serves or routes to; empty when no server answers at `url`."""
+    try:
+        served = httpx.get(f"{url.rstrip('/')}/admin/models", timeout=5)
+        routes = httpx.get(f"{url.rstrip('/')}/admin/routes", timeout=5)
+    except httpx.HTTPError:
+        return set()
+    if not (served.is_success and routes.is_success):
+        console.print(f"[red]error:[/red] {url} refused the admin API ({served.status_code}); pass an admin key")
+        raise typer.Exit(1)
+    versions = {card["root"] for card in served.json()["data"]}
+    return versions | {m["version"] for route in routes.json() for m in route["members"]}
+
+
+def _refusal(tag: str, in_use: set[str]) -> str | None:
+    from serving.registry.store import dependents
+
+    if tag in in_use:
+        return f"{tag} is served or routed to by the running server"
+    if children := dependents(tag):
+        return f"{tag} is the base of {', '.join(children)}"
+    return None
+
+
+@app.command()
+def delete(tag: str, url: str = UrlOption, config: Path | None = ConfigOption) -> None:
+    """Delete a version; refused while it is served, routed to, or the base of another version."""
+    from serving.registry.store import ModelMissingError, delete_model, get_model
+
+    load_settings(config)
+    name, _, version = tag.partition(":")
+    try:
+        model = get_model(name, version or None)
+    except ModelMissingError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if reason := _refusal(model.tag, _in_use(url)):
+        console.print(f"[red]refused:[/red] {reason}")
+        raise typer.Exit(1)
+    delete_model(model.tag)
+    console.print(f"deleted [bold]{model.tag}[/bold]")
+
+
+@app.command()
+def prune(
+    keep: int = typer.Option(..., min=1, help="Versions to keep per name (newest first)."),
+    url: str = UrlOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Delete all but the newest KEEP versions of each name; never what is served, routed or a base."""
+    from serving.registry.store import created_at, delete_model, list_models
+
+    load_settings(config)
+    in_use = _in_use(url)
+    by_name: dict[str, list] = {}
+    for model in list_models():
+        by_name.setdefault(model.name, []).append(model)
+    for versions in by_name.values():
+        for model in sorted(versions, key=created_at, reverse=True)[keep:]:
+            if reason := _refusal(model.tag, in_use):
+                console.print(f"kept {model.tag}: {reason}")
+                continue
+            delete_model(model.tag)
+            console.print(f"deleted {model.tag}")
 
 
 @app.command("list")

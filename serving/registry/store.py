@@ -55,17 +55,17 @@ def get_model(name: str, version: str | None = None) -> RegisteredModel:
 
 
 def list_models(name: str | None = None) -> list[RegisteredModel]:
-    stored = bentoml.models.list(name) if name else bentoml.models.list()
+    """All versions (of `name`); none is an empty list, not an error."""
+    try:
+        stored = bentoml.models.list(name) if name else bentoml.models.list()
+    except NotFound:
+        return []
     return sorted((RegisteredModel.from_stored(m) for m in stored), key=lambda m: m.tag)
 
 
 def find_by_label(name: str, key: str, value: str) -> RegisteredModel | None:
     """A version of `name` whose label `key` equals `value` (used to make imports idempotent)."""
-    try:
-        candidates = list_models(name)
-    except NotFound:
-        return None
-    return next((m for m in candidates if m.labels.get(key) == value), None)
+    return next((m for m in list_models(name) if m.labels.get(key) == value), None)
 
 
 def import_directory(
@@ -77,3 +77,16 @@ def import_directory(
         shutil.copytree(source_dir, stored.path, dirs_exist_ok=True)
         (Path(stored.path) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return get_model(name, version)
+
+
+def dependents(tag: str) -> list[str]:
+    """Versions whose lineage names `tag` as their base (adapters, merged models)."""
+    return [m.tag for m in list_models() if m.labels.get("base") == tag]
+
+
+def delete_model(tag: str) -> None:
+    bentoml.models.delete(tag)
+
+
+def created_at(model: RegisteredModel) -> str:
+    return str(model.metadata.get("created_at", ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
@@ -12,6 +13,9 @@ from rich.table import Table
 from serving.cli.admin_client import UrlOption, call, console
 from serving.cli.config import ConfigOption
 from serving.settings import ModelSettings, load_settings
+
+if TYPE_CHECKING:
+    from serving.registry.store import RegisteredModel
 
 app = typer.Typer(no_args_is_help=True, help="Model registry: versions in the BentoML model store.")
 
@@ -92,6 +96,19 @@ def unload(version: str, url: str = UrlOption) -> None:
     console.print(f"unloaded [bold]{version}[/bold] on {url}")
 
 
+def _registered(tag: str, config: Path | None) -> RegisteredModel:
+    """`name` (newest) or `name:version` from the registry, or exit 1 saying it is not there."""
+    from serving.registry.store import ModelMissingError, get_model
+
+    load_settings(config)
+    name, _, version = tag.partition(":")
+    try:
+        return get_model(name, version or None)
+    except ModelMissingError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
 def _in_use(url: str) -> set[str]:
     """Versions the running server serves or routes to; empty when no server answers at `url`."""
     try:
@@ -119,15 +136,9 @@ def _refusal(tag: str, in_use: set[str]) -> str | None:
 @app.command()
 def delete(tag: str, url: str = UrlOption, config: Path | None = ConfigOption) -> None:
     """Delete a version; refused while it is served, routed to, or the base of another version."""
-    from serving.registry.store import ModelMissingError, delete_model, get_model
+    from serving.registry.store import delete_model
 
-    load_settings(config)
-    name, _, version = tag.partition(":")
-    try:
-        model = get_model(name, version or None)
-    except ModelMissingError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    model = _registered(tag, config)
     if reason := _refusal(model.tag, _in_use(url)):
         console.print(f"[red]refused:[/red] {reason}")
         raise typer.Exit(1)
@@ -177,13 +188,5 @@ def list_(config: Path | None = ConfigOption) -> None:
 @app.command()
 def show(tag: str, config: Path | None = ConfigOption) -> None:
     """One version's manifest."""
-    from serving.registry.store import ModelMissingError, get_model
-
-    load_settings(config)
-    name, _, version = tag.partition(":")
-    try:
-        model = get_model(name, version or None)
-    except ModelMissingError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    model = _registered(tag, config)
     console.print_json(json.dumps({"tag": model.tag, "path": str(model.path), **model.metadata}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import bench, config, models, rollout, routes, serve
+from serving.cli import bench, config, models, rollout, routes, serve, triton
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
@@ -12,6 +12,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(routes.app, name="routes")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(triton.app, name="triton")
 app.command(name="serve")(serve.serve)
 
 

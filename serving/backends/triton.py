@@ -75,6 +75,7 @@ class _Generation:
         self, client: grpcclient.InferenceServerClient, model_name: str, request: PreparedRequest, stream: bool
     ) -> None:
         self.request = request
+        self._finished = False
         self._done = asyncio.Event()
         self._responses = client.stream_infer(self._requests(model_name, request, stream))
 
@@ -99,8 +100,10 @@ class _Generation:
                     raise translate_error(error.message())
                 finish_reason = _text(result, "finish_reason")
                 tokens = result.as_numpy("num_output_tokens")
-                yield _text(result, "text_output") or "", finish_reason, None if tokens is None else int(tokens[0][0])
                 if finish_reason is not None:
+                    self._finished = True
+                yield _text(result, "text_output") or "", finish_reason, None if tokens is None else int(tokens[0][0])
+                if self._finished:
                     return
         except grpc.RpcError as exc:
             raise EngineUnavailableError(f"Triton unreachable: {exc.details() or exc.code()}") from exc
@@ -111,9 +114,12 @@ class _Generation:
         raise EngineError("Triton ended the stream without a final response")
 
     def close(self) -> None:
-        """Cancelling the call makes Triton mark the request cancelled; the model stops generating for it."""
+        """After the final response, end the request side so the call completes normally (cancelled streams kept
+        the model from unloading on shutdown); before it, cancel the call: Triton marks the request cancelled
+        and the model stops generating for it."""
         self._done.set()
-        self._responses.cancel()
+        if not self._finished:
+            self._responses.cancel()
 
 
 class _TritonChunkStream(ChunkStream):

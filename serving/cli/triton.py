@@ -19,7 +19,7 @@ from serving.backends.triton import TritonBackend
 from serving.settings import TritonSettings, load_settings
 
 app = typer.Typer(no_args_is_help=True, help="The Triton Inference Server engine.")
-console = Console()
+console = Console(width=160)
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (default: servekit.yaml).")
 TOPICS = ("the ocean", "a lighthouse", "bread baking", "the moon", "mountain trails", "a library", "old trains")
 
@@ -55,7 +55,8 @@ async def _measure(
     settings: TritonSettings, model_path: Path, name: str, clients: int, requests: int, max_tokens: int
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="servekit-triton-bench-") as workdir:
-        backend = TritonBackend(settings, model_path, name, Path(workdir) / "triton.log", Path(workdir))
+        log_path = Path(tempfile.gettempdir()) / f"servekit-triton-bench-{settings.max_batch_size}.log"
+        backend = TritonBackend(settings, model_path, name, log_path, Path(workdir))
         started = time.perf_counter()
         await backend.start()
         while not await backend.is_healthy():

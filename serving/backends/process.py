@@ -23,10 +23,14 @@ def die_with_parent() -> None:
 
 
 class ManagedProcess:
-    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, terminate_group: bool = True) -> None:
+        """`terminate_group=False` sends SIGTERM to the leader only: tritonserver unloads its Python-backend stubs
+        itself, and a stub killed first leaves Triton waiting out its exit timeout for a model that cannot unload.
+        The group is swept with SIGKILL either way."""
         self.command = command
         self.env = env
         self.log_path = log_path
+        self.terminate_group = terminate_group
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -61,7 +65,11 @@ class ManagedProcess:
         if process is None:
             return
         if process.returncode is None:
-            self._signal_group(process.pid, signal.SIGTERM)
+            if self.terminate_group:
+                self._signal_group(process.pid, signal.SIGTERM)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), timeout_s)
             except TimeoutError:

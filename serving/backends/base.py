@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from serving.backends.process import ManagedProcess
+
 Endpoint = Literal["chat/completions", "completions"]
 
 
@@ -29,6 +31,8 @@ class Backend(ABC):
 
     def __init__(self, served_name: str) -> None:
         self.served_name = served_name
+        self._process: ManagedProcess | None = None
+        """The engine child, for backends that start one (None for a remote engine or before start)."""
 
     @property
     @abstractmethod
@@ -43,9 +47,9 @@ class Backend(ABC):
     async def stop(self) -> None:
         """Stop the engine cleanly; safe to call when it is not running."""
 
-    @abstractmethod
     def exited(self) -> bool:
         """True when a managed engine process has died (checked without I/O)."""
+        return self._process is not None and self._process.exited()
 
     @abstractmethod
     async def is_healthy(self) -> bool:
@@ -73,7 +77,7 @@ class Backend(ABC):
 
     def log_tail(self) -> str:
         """The last lines of a managed engine's log, for operators (never sent to clients)."""
-        return ""
+        return self._process.tail_log() if self._process else ""
 
     @abstractmethod
     async def aclose(self) -> None:

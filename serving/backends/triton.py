@@ -160,7 +160,6 @@ class TritonBackend(Backend):
         self.grpc_url = f"{host}:{settings.grpc_port}"
         self.metrics_url = f"http://{host}:{settings.metrics_port}/metrics"
         self.shm_prefix = f"servekit_{self.model_name}_{settings.grpc_port}_"
-        self._process: ManagedProcess | None = None
         self._clients: tuple[httpclient.InferenceServerClient, grpcclient.InferenceServerClient] | None = None
 
     @property
@@ -232,9 +231,6 @@ class TritonBackend(Backend):
             with contextlib.suppress(FileNotFoundError):
                 region.unlink()
 
-    def log_tail(self) -> str:
-        return self._process.tail_log() if self._process else ""
-
     async def start(self) -> None:
         if not self.managed or (self._process and not self._process.exited()):
             return
@@ -254,9 +250,6 @@ class TritonBackend(Backend):
             await self.aclose()
             await self._process.stop()
             self.remove_stale_shm()
-
-    def exited(self) -> bool:
-        return self._process is not None and self._process.exited()
 
     async def is_healthy(self) -> bool:
         """Ready means the server answers `/v2/health/ready` and our model is loaded and READY."""

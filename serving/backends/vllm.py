@@ -148,9 +148,6 @@ class VllmBackend(Backend):
     def managed(self) -> bool:
         return self._process is not None
 
-    def log_tail(self) -> str:
-        return self._process.tail_log() if self._process else ""
-
     async def start(self) -> None:
         if self._process:
             await self._process.start()
@@ -158,9 +155,6 @@ class VllmBackend(Backend):
     async def stop(self) -> None:
         if self._process:
             await self._process.stop()
-
-    def exited(self) -> bool:
-        return self._process is not None and self._process.exited()
 
     async def is_healthy(self) -> bool:
         if self.exited():

@@ -74,6 +74,12 @@ class EngineSettings(BaseModel):
     enforce_eager: bool = Field(
         True, description="Skip torch.compile: ~31 s instead of ~80-120 s to start on CPU, same tok/s."
     )
+    stream_interval: int = Field(
+        1,
+        ge=1,
+        description="Tokens per streamed chunk (vLLM --stream-interval): 1 sends each token at once; larger values "
+        "cut the per-chunk work of the engine's server, servekit and clients at the cost of burstier streams.",
+    )
     enable_lora: bool = Field(True, description="Serve LoRA adapters on the base engine (multi-LoRA, hot load).")
     max_loras: int = Field(4, ge=1, description="Adapters in one batch.")
     max_lora_rank: int = Field(16, description="Largest adapter rank accepted; vLLM takes 1, 8, 16, 32, 64, ...")

@@ -73,10 +73,13 @@ class _VllmChunkStream(ChunkStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for line in self._response.content:
-                if not line.startswith(b"data: "):
+            content = self._response.content
+            while not content.at_eof():
+                # One read per SSE event (`data: ...` + blank line), not one per line.
+                event = await content.readuntil(b"\n\n")
+                if not event.startswith(b"data: "):
                     continue
-                data = line[6:].rstrip(b"\r\n")
+                data = event[6:].rstrip(b"\r\n")
                 if data == b"[DONE]":
                     return
                 yield data
@@ -126,6 +129,8 @@ class VllmBackend(Backend):
         ]  # fmt: skip
         if s.enforce_eager:
             args.append("--enforce-eager")
+        if s.stream_interval != 1:
+            args += ["--stream-interval", str(s.stream_interval)]
         if s.enable_lora:
             args += ["--enable-lora", "--max-loras", str(s.max_loras), "--max-lora-rank", str(s.max_lora_rank)]
             if s.max_cpu_loras is not None:

@@ -19,11 +19,18 @@ def vllm_error(message: str, param: str | None = None) -> bytes:
 
 
 def test_command_carries_the_engine_knobs(tmp_path):
-    settings = EngineSettings(port=8123, max_num_seqs=7, enforce_eager=True, extra_args=["--seed", "1"])
+    settings = EngineSettings(
+        port=8123, max_num_seqs=7, enforce_eager=True, stream_interval=4, extra_args=["--seed", "1"]
+    )
     backend = VllmBackend(settings, Path("/models/x"), "public", tmp_path / "log")
     command = backend.command()
     assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
-    for flag, value in [("--model", "/models/x"), ("--port", "8123"), ("--max-num-seqs", "7")]:
+    for flag, value in [
+        ("--model", "/models/x"),
+        ("--port", "8123"),
+        ("--max-num-seqs", "7"),
+        ("--stream-interval", "4"),
+    ]:
         assert command[command.index(flag) + 1] == value
     assert "--enforce-eager" in command
     assert command[-2:] == ["--seed", "1"]

@@ -46,7 +46,7 @@ test: setup triton-setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/servekit bench gateway --out bench-out
+	$(BIN)/servekit bench all --out bench-out
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -24,6 +24,9 @@ def make_app(tokens: int, fail_every: int = 0) -> web.Application:
     """`fail_every` N > 0: every Nth generation answers 500, to check that errors are counted, not fatal."""
     served = 0
 
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     async def models(_: web.Request) -> web.Response:
         card = {"id": "fake", "object": "model", "created": int(time.time()), "root": VERSION, "ready": True}
         return web.json_response({"object": "list", "data": [card]}, headers={"x-servekit-version": VERSION})
@@ -52,6 +55,7 @@ def make_app(tokens: int, fail_every: int = 0) -> web.Application:
         return response
 
     app = web.Application()
+    app.router.add_get("/health", health)  # lets servekit use it as an engine (`engine.url`)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", generate)
     app.router.add_post("/v1/completions", generate)

@@ -88,17 +88,19 @@ async def stream_chat(
 
 
 async def run_concurrent(
-    url: str, model: str, prompts: list[str], max_tokens: int, concurrency: int, extra: dict | None = None
+    url: str, model: str | list[str], prompts: list[str], max_tokens: int, concurrency: int, extra: dict | None = None
 ) -> tuple[list[StreamResult], float]:
-    """Send all prompts with at most `concurrency` in flight; returns results and the wall time."""
+    """Send all prompts with at most `concurrency` in flight; returns results and the wall time. A list of
+    models is cycled over the prompts (e.g. one request per adapter in turn)."""
+    models = [model] if isinstance(model, str) else model
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=limits) as client:
 
-        async def one(prompt: str) -> StreamResult:
+        async def one(i: int, prompt: str) -> StreamResult:
             async with gate:
-                return await stream_chat(client, url, model, prompt, max_tokens, extra)
+                return await stream_chat(client, url, models[i % len(models)], prompt, max_tokens, extra)
 
         started = time.perf_counter()
-        results = await asyncio.gather(*(one(p) for p in prompts))
+        results = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
         return list(results), time.perf_counter() - started

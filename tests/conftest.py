@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.bench.adapters import build_random_adapter
 from serving.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,19 +134,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
-def build_random_adapter(base_path: Path, out: Path, rank: int, seed: int) -> Path:
-    """A PEFT LoRA adapter with random (non-zero) weights: loads like a trained one and visibly changes answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_path)
-    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, lora).save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="session")
 def random_adapters(settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Two servable adapters, one of too high a rank, and one registered for another base."""
@@ -158,7 +146,7 @@ def random_adapters(settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     root = tmp_path_factory.mktemp("adapters")
     made = {}
     for key, rank, seed in [("a", 8, 1), ("b", 8, 2), ("wide", 32, 3)]:
-        path = build_random_adapter(base.path, root / key, rank, seed)
+        path = build_random_adapter(base.path, root / key, rank, seed, ("q_proj", "v_proj"))
         made[key] = import_adapter(path, f"test-adapter-{key}", base)[0]
     other_base = RegisteredModel(tag="other-base:v1", path=base.path, labels={}, metadata={})
     made["foreign"] = import_adapter(root / "a", "test-adapter-foreign", other_base)[0]

@@ -41,6 +41,8 @@ class TrainResult:
     total_steps: int
     trainable_params: int
     seconds: float
+    step_seconds: list[float]
+    """Wall time of each optimizer step run here (forward, backward, update; not checkpointing)."""
 
 
 def load_base(base_path: Path, ctx: Dist) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -62,8 +64,17 @@ def attach_lora(model: torch.nn.Module, config: TrainConfig) -> PeftModel:
     return get_peft_model(model, lora)
 
 
+def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
+    """`precision: auto` resolved for this device: bf16 only where it is fast."""
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:
-    if config.precision == "bf16":
+    if uses_bf16(config, device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -129,9 +140,11 @@ def train(
         TimeElapsedColumn(), disable=not ctx.is_main,
     )  # fmt: skip
     clock = time.perf_counter()
+    step_seconds: list[float] = []
     with progress:
         task = progress.add_task("train", total=steps, completed=state.step, loss="-")
         while state.step < steps:
+            step_started = time.perf_counter()
             step_loss = 0.0
             for micro in range(config.grad_accumulation):
                 batch = {k: v.to(ctx.device) for k, v in next(batches).items()}
@@ -148,6 +161,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.history.append((state.step, mean_across(step_loss, ctx)))
+            step_seconds.append(time.perf_counter() - step_started)
             progress.update(task, completed=state.step, loss=f"{state.history[-1][1]:.4f}")
             if ctx.is_main and (state.step % config.checkpoint_every == 0 or state.step == steps):
                 checkpoint.save(ckpt_root, model, optimizer, scheduler, state)
@@ -161,4 +175,5 @@ def train(
         total_steps=steps,
         trainable_params=sum(p.numel() for p in params),
         seconds=time.perf_counter() - clock,
+        step_seconds=step_seconds,
     )

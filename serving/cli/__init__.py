@@ -9,7 +9,6 @@ from serving.cli import bench, config, keys, loadtest, models, observe, rollout,
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
 app.add_typer(models.app, name="models")
-app.add_typer(bench.app, name="bench")
 app.add_typer(routes.app, name="routes")
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(keys.app, name="keys")
@@ -18,6 +17,7 @@ app.add_typer(triton.app, name="triton")
 app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)
 app.command(name="train")(train.train)
+app.command(name="bench")(bench.bench)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from serving.cli.config import ConfigOption
+from serving.registry.adapters import merge_adapter
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model, import_directory
 from serving.settings import load_settings
 
@@ -41,17 +42,9 @@ def _register_adapter(output_dir: Path, manifest: dict[str, Any], base: Register
 
 
 def _register_merged(output_dir: Path, manifest: dict[str, Any], base: RegisteredModel) -> str:
-    """Base + adapter folded into plain safetensors weights with the tokenizer: servable by any engine that
-    does not support LoRA, at the cost of a full copy of the weights."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(model, output_dir).merge_and_unload()
+    """Base + adapter merged into a full model (for engines or setups without LoRA)."""
     with tempfile.TemporaryDirectory() as staging:
-        merged.save_pretrained(staging, safe_serialization=True)
-        AutoTokenizer.from_pretrained(base.path).save_pretrained(staging)
+        merge_adapter(base.path, output_dir, Path(staging))
         name = f"{manifest['name']}-merged"
         return _register(name, manifest["version"], Path(staging), "merged", base.tag, {**manifest, "name": name})
 

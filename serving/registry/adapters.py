@@ -39,3 +39,16 @@ def import_adapter(path: Path, name: str, base: RegisteredModel) -> tuple[Regist
     }
     labels = {"kind": "adapter", "base": base.tag, "source_sha256": sha}
     return import_directory(name, version, path, labels, manifest), True
+
+
+def merge_adapter(base_path: Path, adapter_path: Path, out: Path) -> Path:
+    """Base + adapter folded into plain bf16 safetensors with the tokenizer: servable by any engine, LoRA support
+    or not, at the cost of a full copy of the weights."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.bfloat16)
+    PeftModel.from_pretrained(model, adapter_path).merge_and_unload().save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(out)
+    return out

@@ -64,3 +64,15 @@ def test_torchrun_two_processes(tmp_path, base_model):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["world_size"] == 2
     assert manifest["training"]["steps"] == 2
+
+
+def test_precision_auto_takes_bf16_only_where_it_is_fast():
+    import torch
+
+    from training.config import TrainConfig
+    from training.trainer import uses_bf16
+
+    cpu = torch.device("cpu")
+    assert uses_bf16(TrainConfig(**{**TINY, "precision": "bf16"}), cpu)
+    assert not uses_bf16(TrainConfig(**{**TINY, "precision": "fp32"}), cpu)
+    assert uses_bf16(TrainConfig(**{**TINY, "precision": "auto"}), cpu) == torch.cpu._is_amx_tile_supported()

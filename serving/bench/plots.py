@@ -1,0 +1,56 @@
+"""The two chart shapes the sections share: grouped bars, and lines over concurrency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+COLORS = ("#3b7dd8", "#9aa5b1", "#e07b39", "#4caf50", "#8e44ad")
+
+
+def bars(
+    path: Path, title: str, panels: list[tuple[str, dict[str, list[float]], list[str]]], caption: str = ""
+) -> Path:
+    """One panel per (y label, {series: values per group}, group names): grouped bars with their values."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for axis, (label, series, groups) in zip(axes[0], panels, strict=True):
+        width = 0.8 / len(series)
+        for i, (name, values) in enumerate(series.items()):
+            xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+            drawn = axis.bar(xs, values, width, label=name, color=COLORS[i % len(COLORS)])
+            axis.bar_label(drawn, fmt="%.4g", fontsize=8)
+        axis.set_xticks(range(len(groups)), groups)
+        axis.set_ylabel(label)
+        axis.margins(y=0.15)
+        if len(series) > 1:
+            axis.legend(fontsize=8)
+    return _save(fig, path, title, caption)
+
+
+def lines(path: Path, title: str, xlabel: str, panels: list[tuple[str, list[float], dict[str, list[float]]]]) -> Path:
+    """One panel per (y label, x values, {series: y values})."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for axis, (label, xs, series) in zip(axes[0], panels, strict=True):
+        for i, (name, ys) in enumerate(series.items()):
+            axis.plot(xs, ys, marker="o", label=name, color=COLORS[i % len(COLORS)])
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(xs, [f"{x:g}" for x in xs])
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+def _save(fig: plt.Figure, path: Path, title: str, caption: str = "") -> Path:
+    fig.suptitle(title)
+    if caption:
+        fig.text(0.5, 0.01, caption, ha="center", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

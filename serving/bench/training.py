@@ -1,0 +1,56 @@
+"""servekit's LoRA trainer vs plain PEFT + transformers Trainer on the pirate example: step time, tokens/s and
+peak RSS, each trainer in its own process, one after the other (`training.bench`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from serving.bench import plots
+from serving.bench.section import BenchContext, SectionResult, Target
+from serving.registry.store import get_model
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "training" / "examples" / "pirate.yaml"
+TRAINERS = ("servekit", "plain")
+LABELS = {"servekit": "servekit trainer", "plain": "PEFT + HF Trainer"}
+STEP_TIME_GOAL = 1.10
+"""servekit's step may cost at most 10 % more than plain Trainer's (it adds checkpoint bookkeeping only)."""
+
+
+def run(ctx: BenchContext) -> SectionResult:
+    steps = 3 if ctx.quick else 12
+    base = get_model(ctx.settings.model.name, ctx.settings.model.version)
+    rows = []
+    task = ctx.progress.add_task(f"training: {steps} steps each", total=len(TRAINERS))
+    for trainer in TRAINERS:
+        out = ctx.out / f"{trainer}.json"
+        command = [
+            sys.executable, "-m", "training.bench", trainer, str(EXAMPLE), str(base.path), "--steps", str(steps),
+            "--out", str(out),
+        ]  # fmt: skip
+        with (ctx.out / f"{trainer}.log").open("wb") as log:
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+        rows.append(json.loads(out.read_text()))
+        ctx.progress.advance(task)
+    ctx.progress.remove_task(task)
+    ours, plain = rows
+    ratio = ours["step_s_mean"] / plain["step_s_mean"]
+    names = [LABELS[r["trainer"]] for r in rows]
+    plot = plots.bars(
+        ctx.out / "training.png",
+        f"LoRA fine-tuning, pirate example: {steps} steps, batch 8, seq <= 128, bf16 autocast",
+        [
+            ("mean step time, s", {"s": [r["step_s_mean"] for r in rows]}, names),
+            ("tokens/s", {"tok/s": [r["tokens_per_s"] for r in rows]}, names),
+            ("peak RSS, MiB", {"MiB": [r["peak_rss_mib"] for r in rows]}, names),
+        ],
+        caption=f"step time servekit / plain = {ratio:.2f}x",
+    )
+    target = Target("step time servekit / plain Trainer", ratio, f"<= {STEP_TIME_GOAL:.2f}x", ratio <= STEP_TIME_GOAL)
+    notes = [
+        "same tokenized data, LoRA r=8 on q/k/v/o, AdamW, linear schedule, clip 1.0; first step left out of the mean",
+        "tokens/s = mean example length x batch size / mean step time",
+    ]
+    return SectionResult("training", rows, [target], [plot], notes)

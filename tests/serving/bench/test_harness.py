@@ -1,0 +1,73 @@
+"""`servekit bench --quick` against the session's real server and engine: every section runs and writes its
+table, targets and plots (numbers are not asserted: speed is reported by the bench, not tested)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+from PIL import Image
+
+from serving.bench import harness
+from serving.bench.section import SectionResult, Target
+
+
+def test_markdown_lists_every_target_and_failed_section():
+    router = SectionResult("router", [{"measure": "m", "p50": 1.5}], [Target("p99", 3.0, "<= 50", True)], [])
+    report = {
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 1.0, "python": "3.11", "packages": {}, "commit": "abc",
+                    "date": "today"},
+        "quick": False,
+        "sections": {
+            "router": {**asdict(router), "seconds": 1.0},
+            "lora": {"name": "lora", "error": "RuntimeError('engine died')", "seconds": 2.0},
+        },
+    }  # fmt: skip
+    text = harness.markdown(report)
+    assert "| router | p99 | 3 | <= 50 | ✅ |" in text
+    assert "| lora | section failed: `RuntimeError('engine died')`" in text
+    assert "| measure | p50 |" in text and "| m | 1.5 |" in text
+
+
+@pytest.fixture(scope="module")
+def quick_report(server, settings, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    report = harness.run(
+        settings, None, list(harness.SECTIONS), out, quick=True, url=server.base_url, raw_url=server.engine_url
+    )
+    return out, report
+
+
+def test_every_section_runs_and_writes_json_markdown_and_plots(quick_report):
+    out, report = quick_report
+    failed = {name: s["error"] for name, s in report["sections"].items() if "error" in s}
+    assert not failed, failed
+    assert json.loads((out / "bench.json").read_text())["sections"].keys() == set(harness.SECTIONS)
+    markdown = (out / "bench.md").read_text()
+    for name, section in report["sections"].items():
+        assert section["rows"] and section["plots"], name
+        assert f"## {name}" in markdown
+        for plot in section["plots"]:
+            width, height = Image.open(out / plot).size
+            assert width > 500 and height > 300
+
+
+def test_sections_measure_what_they_name(quick_report):
+    _, report = quick_report
+    sections = report["sections"]
+    gateway = sections["gateway"]
+    assert {(r["concurrency"], r["name"]) for r in gateway["rows"]} == {
+        (c, n) for c in (1, 2) for n in ("servekit", "raw-vllm")
+    }
+    assert all(r["errors"] == 0 and r["output_tokens"] > 0 for r in gateway["rows"])
+    assert all(r["errors"] == 0 and r["output_tokens"] > 0 for r in sections["lora"]["rows"])
+    assert [r["name"] for r in sections["lora"]["rows"]] == ["base", "4 adapters", "merged"]
+    batched, single, vllm = sections["triton"]["rows"]
+    assert batched["executions"] <= batched["requests"]
+    assert single["executions"] == single["requests"]  # batching off: one execution per request
+    assert vllm["engine"] == "vllm" and vllm["output_tok_s"] > 0
+    assert [r["trainer"] for r in sections["training"]["rows"]] == ["servekit", "plain"]
+    assert all(r["steps"] == 3 and r["peak_rss_mib"] > 100 for r in sections["training"]["rows"])
+    assert sections["baseline"]["targets"][0]["value"] > 0
+    assert len(sections["router"]["targets"]) == 2

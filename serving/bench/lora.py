@@ -5,13 +5,16 @@ alternating rounds at the same load; the merged model runs on a second servekit 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import bentoml
+import httpx
 
-from loadtest.bench import compare_gateway
+from loadtest.bench import TargetSummary, compare_gateway
 from serving.bench import plots
 from serving.bench.adapters import build_random_adapter
 from serving.bench.section import BenchContext, SectionResult, Target
@@ -25,9 +28,11 @@ ADAPTERS = 4
 RANK = 8
 
 
-def register_adapters(base: RegisteredModel, workdir: Path) -> list[RegisteredModel]:
+def register_adapters(base: RegisteredModel, workdir: Path, rank: int) -> list[RegisteredModel]:
     return [
-        import_adapter(build_random_adapter(base.path, workdir / f"a{i}", RANK, seed=i), f"bench-adapter-{i}", base)[0]
+        import_adapter(
+            build_random_adapter(base.path, workdir / f"r{rank}-{i}", rank, seed=i), f"bench-adapter-r{rank}-{i}", base
+        )[0]
         for i in range(ADAPTERS)
     ]
 
@@ -39,45 +44,73 @@ def register_merged(base: RegisteredModel, adapter: RegisteredModel, workdir: Pa
     return import_directory("bench-merged", adapter.tag.split(":")[1], merged, labels, manifest)
 
 
+KNOBS: tuple[tuple[str, dict[str, str], int], ...] = (
+    ("max_loras=1", {"SERVEKIT_ENGINE__MAX_LORAS": "1"}, RANK),
+    ("max_loras=2 max_cpu_loras=2", {"SERVEKIT_ENGINE__MAX_LORAS": "2", "SERVEKIT_ENGINE__MAX_CPU_LORAS": "2"}, RANK),
+    ("rank 16", {}, 16),
+)
+"""Engine knobs tried on the mixed load (full mode only, one engine start each): (label, settings, adapter rank)."""
+
+
+@contextlib.contextmanager
+def side_servekit(ctx: BenchContext, name: str, env: dict[str, str | None]) -> Iterator[str]:
+    """Another servekit with its own engine and home (the shared one idles meanwhile); yields its URL."""
+    log = ctx.out / f"{name}.log"
+    env = {"SERVEKIT_ENGINE__URL": None, "SERVEKIT_ENGINE__PORT": str(free_port()),
+           "SERVEKIT_HOME": str(ctx.out / f"{name}-home"), **env}  # fmt: skip
+    process, url = start_gateway(env, log)
+    try:
+        wait_ready(process, url, log)
+        yield url
+    finally:
+        stop_gateway(process)
+
+
 def run(ctx: BenchContext) -> SectionResult:
     concurrency, max_tokens, rounds = (2, 8, 1) if ctx.quick else (16, 64, 3)
     base = get_model(ctx.settings.model.name, ctx.settings.model.version)
     url = ctx.session.url()
     created: list[RegisteredModel] = []
-    merged_server = None
+    knob_summaries: list[TargetSummary] = []
     with tempfile.TemporaryDirectory(prefix="servekit-bench-lora-") as tmp:
         try:
-            adapters = register_adapters(base, Path(tmp))
+            adapters = register_adapters(base, Path(tmp), RANK)
             created += adapters
             for adapter in adapters:
                 ctx.session.admin("POST", f"/admin/models/{adapter.tag}/load")
             merged = register_merged(base, adapters[0], Path(tmp))
             created.append(merged)
-            log = ctx.out / "merged-servekit.log"
-            merged_server, merged_url = start_gateway(
-                {"SERVEKIT_MODEL__NAME": "bench-merged", "SERVEKIT_MODEL__VERSION": merged.tag.split(":")[1],
-                 "SERVEKIT_ENGINE__URL": None, "SERVEKIT_ENGINE__PORT": str(free_port()),
-                 "SERVEKIT_ENGINE__ENABLE_LORA": "false", "SERVEKIT_HOME": str(ctx.out / "merged-home")},
-                log,
-            )  # fmt: skip
-            wait_ready(merged_server, merged_url, log)
-            summaries = asyncio.run(
-                compare_gateway(
-                    {"base": url, f"{ADAPTERS} adapters": url, "merged": merged_url},
-                    base.name, concurrency, max_tokens, rounds, progress=ctx.progress,
-                    models={f"{ADAPTERS} adapters": [a.tag for a in adapters], "merged": "bench-merged"},
-                )
-            )  # fmt: skip
+            merged_env = {"SERVEKIT_MODEL__NAME": "bench-merged", "SERVEKIT_MODEL__VERSION": merged.tag.split(":")[1],
+                          "SERVEKIT_ENGINE__ENABLE_LORA": "false"}  # fmt: skip
+            with side_servekit(ctx, "merged", merged_env) as merged_url:
+                summaries = asyncio.run(
+                    compare_gateway(
+                        {"base": url, f"{ADAPTERS} adapters": url, "merged": merged_url},
+                        base.name, concurrency, max_tokens, rounds, progress=ctx.progress,
+                        models={f"{ADAPTERS} adapters": [a.tag for a in adapters], "merged": "bench-merged"},
+                    )
+                )  # fmt: skip
+            for label, env, rank in () if ctx.quick else KNOBS:
+                tried = adapters if rank == RANK else register_adapters(base, Path(tmp), rank)
+                created += [a for a in tried if a not in created]
+                with side_servekit(ctx, label.replace(" ", "-").replace("=", ""), env) as knob_url:
+                    for adapter in tried:
+                        httpx.post(f"{knob_url}/admin/models/{adapter.tag}/load", timeout=300).raise_for_status()
+                    knob_summaries += asyncio.run(
+                        compare_gateway(
+                            {f"{ADAPTERS} adapters, {label}": knob_url}, base.name, concurrency, max_tokens, 1,
+                            progress=ctx.progress, models={f"{ADAPTERS} adapters, {label}": [a.tag for a in tried]},
+                        )
+                    ).values()  # fmt: skip
         finally:
-            if merged_server is not None:
-                stop_gateway(merged_server)
             for model in created:
                 if model.labels.get("kind") == "adapter":
-                    ctx.session.admin("POST", f"/admin/models/{model.tag}/unload")
+                    with contextlib.suppress(httpx.HTTPError):
+                        ctx.session.admin("POST", f"/admin/models/{model.tag}/unload")
                 bentoml.models.delete(model.tag)
     base_s, mixed_s, merged_s = summaries.values()
     mixed, merged_ratio = mixed_s.output_tok_s / base_s.output_tok_s, merged_s.output_tok_s / base_s.output_tok_s
-    rows = [asdict(s) for s in summaries.values()]
+    rows = [asdict(s) for s in [*summaries.values(), *knob_summaries]]
     plot = plots.bars(
         ctx.out / "lora.png",
         f"Multi-LoRA: {concurrency} streams x {max_tokens} tokens, rank-{RANK} adapters on q/k/v/o",

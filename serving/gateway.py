@@ -436,7 +436,13 @@ def _registered(tag: str, served: list[str]) -> RegisteredModel:
         raise ModelNotFoundError(tag, served) from exc
 
 
-def _summary(log_tail: str, lines: int = 3, width: int = 200) -> str:
-    """The last non-empty lines of an engine log, shortened, for an admin's error message."""
-    kept = [line.strip()[:width] for line in log_tail.splitlines() if line.strip()][-lines:]
-    return " | ".join(kept) or "(empty)"
+EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception)\b")
+
+
+def _summary(log_tail: str, width: int = 300) -> str:
+    """The gist of an engine log for an admin's error message: the last exception line and the line after it
+    (where vLLM and pydantic put the reason), else the last lines."""
+    lines = [line.strip()[:width] for line in log_tail.splitlines() if line.strip()]
+    last = max((i for i, line in enumerate(lines) if EXCEPTION_LINE.match(line)), default=None)
+    kept = lines[last : last + 2] if last is not None else lines[-3:]
+    return " | ".join(kept) or "(empty log)"

@@ -13,7 +13,8 @@ from serving import gateway as gateway_module
 from serving.backends.base import Backend, ChunkStream, Endpoint
 from serving.backends.supervisor import EngineSupervisor
 from serving.errors import EngineStartFailedError, ModelNotFoundError
-from serving.gateway import Gateway, ServedVersion
+from serving.gateway import Gateway, ServedVersion, on_demand_engine
+from serving.registry import store
 from serving.registry.store import ModelMissingError, RegisteredModel
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
@@ -263,3 +264,17 @@ def test_after_a_restart_a_stored_route_brings_its_on_demand_base_back_on_a_port
     assert restored.supervisor.backend.base_url != gateway.bases[settings.model.name].supervisor.backend.base_url
     assert gateway.versions["lora:a"].parent == "new:v2"
     assert not gateway.ready, "a routed on-demand engine that is not warm yet counts for /ready"
+
+
+@pytest.mark.parametrize("engine", ["vllm", "triton"])
+def test_an_on_demand_engine_gets_the_chosen_kind_on_free_ports_of_its_own(tmp_path, settings, engine):
+    weights = store.get_model(settings.model.name).path  # Triton reads the tokenizer when it is built
+    settings = Settings(home=tmp_path, on_demand=OnDemandSettings(engine=engine))
+    served = on_demand_engine(settings, "new:v2", RegisteredModel("new:v2", weights, {"kind": "base"}, {}))
+    backend = served.supervisor.backend
+    assert (backend.engine_name, served.name, served.engine_model, served.version) == (engine, *["new:v2"] * 3)
+    if engine == "triton":
+        ports = [backend.settings.http_port, backend.settings.grpc_port, backend.settings.metrics_port]
+        assert ports[1:] == [ports[0] + 1, ports[0] + 2] and ports[0] != settings.triton.http_port
+    else:
+        assert backend.settings.port != settings.engine.port and backend.settings.url is None

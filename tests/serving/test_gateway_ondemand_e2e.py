@@ -5,12 +5,14 @@ failed request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import bentoml
 import httpx
@@ -21,6 +23,9 @@ from typer.testing import CliRunner
 
 from serving.cli import app as cli
 from serving.registry.store import get_model, import_directory
+from serving.router.router import Router
+from serving.router.routes import Route, RouteMember
+from serving.state import connect
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
 
 BASE = "smollm2-135m-instruct"
@@ -121,22 +126,29 @@ def blue(settings) -> Iterator[str]:
     bentoml.models.delete(tag)
 
 
-@pytest.fixture(scope="module")
-def gateway(server, artifacts_dir) -> Iterator[str]:
-    """An extra gateway on the session's engine (its primary); on-demand engines are its own children."""
+@contextlib.contextmanager
+def extra_gateway(server, home: Path, log: Path) -> Iterator[str]:
+    """A gateway on the session's engine (its primary); on-demand engines are its own children. Yields once
+    /ready is green."""
     env = {
         "SERVEKIT_ENGINE__URL": server.engine_url,
-        "SERVEKIT_HOME": str(artifacts_dir / "ondemand-gateway"),
+        "SERVEKIT_HOME": str(home),
         "SERVEKIT_ENGINE__KV_CACHE_SPACE_GIB": "1",
         "SERVEKIT_ON_DEMAND__READY_TIMEOUT_S": str(START_TIMEOUT_S),
         "SERVEKIT_SERVER__REQUEST_TIMEOUT_S": str(START_TIMEOUT_S + 60),
     }
-    process, base_url = start_bentoml("bentos.service:Servekit", env, artifacts_dir / "ondemand-gateway.log")
+    process, base_url = start_bentoml("bentos.service:Servekit", env, log)
     try:
-        wait_for(f"{base_url}/ready", process, GATEWAY_UP_TIMEOUT_S)
+        wait_for(f"{base_url}/ready", process, GATEWAY_UP_TIMEOUT_S + START_TIMEOUT_S)
         yield base_url
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def gateway(server, artifacts_dir) -> Iterator[str]:
+    with extra_gateway(server, artifacts_dir / "ondemand-gateway", artifacts_dir / "ondemand-gateway.log") as url:
+        yield url
 
 
 def test_a_route_to_an_unknown_version_is_a_404(gateway):
@@ -202,3 +214,23 @@ def test_a_base_model_canary_starts_and_retires_its_engine_with_no_failed_reques
     print(f"\non-demand start (PUT until warm) {start_s:.1f}s, retire {retire_s:.1f}s, {len(clients.answers)} streams")
     assert clients.failures == []
     assert {primary, blue} <= {version for _, version in clients.answers}
+
+
+def test_after_a_restart_a_stored_route_starts_its_on_demand_engine_again(server, artifacts_dir, blue):
+    """The state file is what survives a restart: a route stored there with an on-demand member brings the
+    engine back at start-up, and /ready waits for it (the route sends it traffic)."""
+    home = artifacts_dir / "ondemand-restart"
+    canary = Route(name=ROUTE, members=[RouteMember(version=BASE, weight=90), RouteMember(version=blue, weight=10)])
+    Router(connect(home.resolve() / "state.db"), {}).set(canary)
+    with extra_gateway(server, home, artifacts_dir / "ondemand-restart.log") as gateway:
+        card = cards(gateway)[blue]
+        assert (card["ready"], card["on_demand"]) == (True, True), "/ready turned green before the routed engine"
+        body = {"model": ROUTE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        pinned = httpx.post(
+            f"{gateway}/v1/chat/completions", json=body, headers={"x-servekit-version": blue}, timeout=120
+        )
+        assert pinned.status_code == 200 and pinned.headers["x-servekit-version"] == blue
+        engine = engine_process(blue)
+        assert engine is not None
+        engine_tree = [engine, *engine.children(recursive=True)]
+    until(lambda: not any(alive(p) for p in engine_tree), 60, "the on-demand engine to stop with its gateway")

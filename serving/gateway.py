@@ -232,6 +232,7 @@ class Gateway:
         logger.info("starting on-demand engine %s for %s", tag, model.tag)
         served.supervisor.start()
         timeout_s = self.on_demand.ready_timeout_s
+        self._held[tag] += 1  # not retired while it starts, whoever asked for it
         try:
             await served.supervisor.wait_started(timeout_s)
         except BaseException as exc:
@@ -249,6 +250,8 @@ class Gateway:
                     f"it was stopped and the route left unchanged. Log tail: {tail}"
                 ) from exc
             raise
+        finally:
+            self._held[tag] -= 1
         logger.info("on-demand engine %s ready", tag)
         return served
 

@@ -31,7 +31,7 @@ from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
 BASE = "smollm2-135m-instruct"
 BLUE = "smollm2-blue"
 ROUTE = "assistant"
-START_TIMEOUT_S = 900  # a vLLM start next to a busy engine on a shared 2-core box (measured 160-290 s; >480 s once)
+START_TIMEOUT_S = 900  # a vLLM start next to a busy engine on a shared 2-core box (measured 160-500 s)
 
 
 def put_route(gateway: str, members: dict[str, float]) -> httpx.Response:
@@ -77,7 +77,7 @@ def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
 class StreamingClients:
     """Clients streaming chat completions from a route until stopped, each pausing `pause_s` between requests;
     every answer's version (x-servekit-version) and start time is kept, and every failure. (Back to back, the
-    busy engine's pinned threads starve a new engine's start on this 2-core box: measured 160-290 s instead of
+    busy engine's pinned threads starve a new engine's start on this 2-core box: measured 160-500 s instead of
     ~25 s idle.)"""
 
     def __init__(self, base_url: str, model: str, clients: int = 2, pause_s: float = 0.5) -> None:

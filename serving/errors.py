@@ -118,3 +118,11 @@ class EngineError(ServekitError):
     status_code = 502
     error_type = "server_error"
     code = "engine_error"
+
+
+class EngineStartFailedError(ServekitError):
+    """An engine started for a route change crashed or did not warm up in time; it was stopped again."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "engine_start_failed"

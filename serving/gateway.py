@@ -1,21 +1,32 @@
 """The gateway's state: which public model names exist, which version and engine serve each, and metrics.
 
 A base version owns an engine; adapter versions ride on their base's engine (multi-LoRA) under their own
-name (`name:tag`) and can be loaded and unloaded while it serves."""
+name (`name:tag`) and can be loaded and unloaded while it serves. Bases come from the config (`model`, `versions:`)
+or on demand: a route that names a registered base/merged version nobody serves starts an engine for it (the route
+change waits for its warm-up), and an on-demand engine no route uses any more is retired once its requests finished."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import re
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from serving.backends.factory import create_backend, max_model_len, supervision_settings
-from serving.backends.supervisor import EngineSupervisor
-from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError, OverloadedError
+from serving.backends.ports import free_port_block
+from serving.backends.supervisor import EngineStartError, EngineSupervisor
+from serving.errors import (
+    ConflictError,
+    EngineStartFailedError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    OverloadedError,
+)
 from serving.faults import FaultProfile
 from serving.metrics.access_log import write_access_log
 from serving.metrics.prometheus import GatewayMetrics
@@ -25,10 +36,13 @@ from serving.registry.adapters import adapter_rank
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
-from serving.settings import Settings, VersionSettings
+from serving.settings import OnDemandSettings, Settings, VersionSettings
 from serving.state import connect
 
 logger = logging.getLogger(__name__)
+
+BASE_KINDS = ("base", "merged")
+"""Registry kinds that need an engine of their own (everything else must ride on one as an adapter)."""
 
 
 @dataclass
@@ -48,9 +62,33 @@ class ServedVersion:
         return self.model.tag
 
 
+EngineFactory = Callable[[str, RegisteredModel], ServedVersion]
+"""Builds the (not yet started) engine for an on-demand base: served name, registry version."""
+
+
+def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
+    """An engine like the configured base's (same engine args), on free ports picked now."""
+    engine = settings.on_demand.engine or settings.model.engine
+    port = free_port_block(3 if engine == "triton" else 1, settings.engine.host)
+    backend = create_backend(settings, engine, model.path, name, port)
+    supervisor = EngineSupervisor(backend, supervision_settings(settings, engine), settings.warmup)
+    return ServedVersion(name, model, supervisor, max_model_len(settings, engine), name)
+
+
 class Gateway:
-    def __init__(self, bases: list[ServedVersion], max_lora_rank: int, router: Router) -> None:
+    def __init__(
+        self,
+        bases: list[ServedVersion],
+        max_lora_rank: int,
+        router: Router,
+        engine_factory: EngineFactory | None = None,
+        on_demand: OnDemandSettings | None = None,
+    ) -> None:
         self.bases = {base.name: base for base in bases}
+        self.configured = frozenset(self.bases)
+        """Bases from the config: never retired, and always part of /ready."""
+        self.engine_factory = engine_factory
+        self.on_demand = on_demand or OnDemandSettings()
         self.max_lora_rank = max_lora_rank
         self.router = router
         self.versions: dict[str, ServedVersion] = dict(self.bases)
@@ -59,6 +97,10 @@ class Gateway:
         self.access_log = True
         self.max_in_flight_per_engine = 0
         self.in_flight: collections.Counter[str] = collections.Counter()
+        self._held: collections.Counter[str] = collections.Counter()
+        self._preparing: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._retiring: dict[str, asyncio.Task[None]] = {}
+        self._idle: dict[str, asyncio.Event] = {}
         for base in bases:
             base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))
 
@@ -85,21 +127,41 @@ class Gateway:
             for name, members in settings.routes.items()
         }
         router = Router(connect(settings.state_path), defaults)
-        gateway = cls(bases, settings.engine.max_lora_rank if settings.engine.enable_lora else 0, router)
+        gateway = cls(
+            bases,
+            settings.engine.max_lora_rank if settings.engine.enable_lora else 0,
+            router,
+            functools.partial(on_demand_engine, settings),
+            settings.on_demand,
+        )
         gateway.access_log = settings.access_log.enabled
         gateway.max_in_flight_per_engine = settings.limits.max_in_flight_per_engine
         for adapter in adapters or ():
             gateway._admit_adapter(adapter)
-        for route in router.routes.values():
-            for version in route.versions:
-                if version not in gateway.versions:
-                    gateway._admit_adapter(_registered(version, sorted(gateway.versions)))
+        gateway._restore_routed_versions()
         return gateway
+
+    def _restore_routed_versions(self) -> None:
+        """Route members (config or state file) not served yet: bases get their on-demand engine back (started
+        with the others by `start`), then adapters are admitted, possibly onto those bases."""
+        missing = {v for route in self.router.routes.values() for v in route.versions if v not in self.versions}
+        models = {version: _registered(version, sorted(self.versions)) for version in sorted(missing)}
+        for version, model in models.items():
+            if model.labels.get("kind") in BASE_KINDS:
+                self._add_base(self._build_engine(version, model))
+        for version, model in models.items():
+            if version not in self.versions:
+                self._admit_adapter(model)
 
     @property
     def ready(self) -> bool:
-        """Every engine up and warm (one down engine turns /ready red while the others keep serving)."""
-        return all(base.supervisor.ready for base in self.bases.values())
+        """Every configured engine up and warm, and every on-demand one a route sends traffic to (one down engine
+        turns /ready red while the others keep serving). An engine still starting for a route change is not
+        routed to yet, so it does not count."""
+        routed = self._in_use(held=False)
+        return all(
+            base.supervisor.ready for name, base in self.bases.items() if name in self.configured or name in routed
+        )
 
     def engine_states(self) -> dict[str, str]:
         return {name: str(base.supervisor.state) for name, base in self.bases.items()}
@@ -109,7 +171,9 @@ class Gateway:
             base.supervisor.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(base.supervisor.stop() for base in self.bases.values()))
+        for idle in self._idle.values():
+            idle.set()  # shutting down: retiring engines need not wait for their requests
+        await asyncio.gather(*(base.supervisor.stop() for base in self.bases.values()), *self._retiring.values())
 
     def resolve(self, name: str) -> ServedVersion:
         served = self.versions.get(name)
@@ -122,16 +186,120 @@ class Gateway:
         return self.resolve(self.router.resolve(model, sticky_key, pinned))
 
     async def set_route(self, route: Route) -> Route:
-        """Create or change a route; adapter members that are registered but not loaded are loaded first."""
-        for version in route.versions:
-            await self.load_adapter(version)
-        self.router.set(route)
+        """Create or change a route. Members not served yet are made servable first (adapters loaded, bases
+        started and warmed up on engines of their own), so the route never sends a request to a cold engine;
+        on-demand engines it no longer uses are retired."""
+        async with self.holding(route.versions):
+            for version in route.versions:
+                await self.prepare(version)
+            self.router.set(route)
         return route
 
-    def delete_route(self, name: str) -> None:
+    async def delete_route(self, name: str) -> None:
         if name not in self.router.routes:
             raise ModelNotFoundError(name, sorted(self.router.routes))
         self.router.delete(name)
+        self.retire_unused()
+
+    @contextlib.asynccontextmanager
+    async def holding(self, versions: Iterable[str]) -> AsyncIterator[None]:
+        """Keep `versions` from being retired while a change that needs them is under way (a route change, a
+        rollout start); afterwards retire the on-demand engines that nothing uses, also when the change failed."""
+        versions = list(versions)
+        self._held.update(versions)
+        try:
+            yield
+        finally:
+            self._held.subtract(versions)
+            self.retire_unused()
+
+    async def prepare(self, tag: str) -> ServedVersion:
+        """Make `tag` servable (idempotent): load an adapter, or start an engine for a base/merged version."""
+        async with self._preparing[tag]:
+            if (retiring := self._retiring.get(tag)) is not None:
+                await retiring
+            if tag in self.versions:
+                return self.versions[tag]
+            model = _registered(tag, sorted(self.versions))
+            if model.labels.get("kind") not in BASE_KINDS:
+                return await self.load_adapter(tag)
+            return await self._start_on_demand(tag, model)
+
+    async def _start_on_demand(self, tag: str, model: RegisteredModel) -> ServedVersion:
+        """Start an engine for `model` under the name `tag` and wait for its warm-up; on failure, stop it again."""
+        served = self._build_engine(tag, model)
+        self._add_base(served)
+        logger.info("starting on-demand engine %s for %s", tag, model.tag)
+        served.supervisor.start()
+        timeout_s = self.on_demand.ready_timeout_s
+        self._held[tag] += 1  # not retired while it starts, whoever asked for it
+        try:
+            await served.supervisor.wait_started(timeout_s)
+        except BaseException as exc:
+            tail = _summary(served.supervisor.backend.log_tail())
+            self._drop_base(tag)
+            await served.supervisor.stop()
+            if isinstance(exc, EngineStartError):
+                message = (
+                    f"The engine for `{tag}` failed to start ({exc}); the route was left unchanged. Log tail: {tail}"
+                )
+                raise EngineStartFailedError(message) from exc
+            if isinstance(exc, TimeoutError):
+                raise EngineStartFailedError(
+                    f"The engine for `{tag}` was not warm after {timeout_s:g}s (on_demand.ready_timeout_s); "
+                    f"it was stopped and the route left unchanged. Log tail: {tail}"
+                ) from exc
+            raise
+        finally:
+            self._held[tag] -= 1
+        logger.info("on-demand engine %s ready", tag)
+        return served
+
+    def retire_unused(self) -> None:
+        """Retire every on-demand engine that no route (and no change under way) uses: it leaves the served set
+        at once and is stopped in the background once its in-flight requests finished."""
+        in_use = self._in_use(held=True)
+        for name in [n for n in self.bases if n not in self.configured and n not in in_use]:
+            served = self._drop_base(name)
+            self._retiring[name] = asyncio.create_task(self._retire(served), name=f"retire-{name}")
+
+    async def _retire(self, served: ServedVersion) -> None:
+        name = served.name
+        try:
+            if self.in_flight[name] > 0:
+                idle = self._idle[name] = asyncio.Event()
+                logger.info("retiring on-demand engine %s after %d requests in flight", name, self.in_flight[name])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(idle.wait(), self.on_demand.drain_timeout_s)
+            await served.supervisor.stop()
+            logger.info("retired on-demand engine %s", name)
+        finally:
+            self._idle.pop(name, None)
+            self._retiring.pop(name, None)
+
+    def _in_use(self, held: bool) -> set[str]:
+        """Versions that routes (and, with `held`, changes under way) use, with the bases their adapters ride on."""
+        names = {v for route in self.router.routes.values() for v in route.versions}
+        if held:
+            names |= {v for v, count in self._held.items() if count > 0}
+        return names | {self.versions[v].parent for v in names if v in self.versions and self.versions[v].parent}
+
+    def _build_engine(self, tag: str, model: RegisteredModel) -> ServedVersion:
+        if self.engine_factory is None:
+            raise InvalidRequestError(f"`{tag}` is a base version and this gateway starts no engines.", param="version")
+        return self.engine_factory(tag, model)
+
+    def _add_base(self, served: ServedVersion) -> None:
+        served.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, served))
+        self.bases[served.name] = served
+        self.versions[served.name] = served
+
+    def _drop_base(self, name: str) -> ServedVersion:
+        """Take a base and the adapters riding on it out of the served set."""
+        for adapter in [v.name for v in self.versions.values() if v.parent == name]:
+            del self.versions[adapter]
+        del self.versions[name]
+        return self.bases.pop(name)
 
     async def load_adapter(self, tag: str) -> ServedVersion:
         """Load a registered adapter onto its base engine (idempotent)."""
@@ -203,6 +371,7 @@ class Gateway:
                 max_model_len=served.max_model_len,
                 engine=served.supervisor.backend.engine_name,
                 ready=served.supervisor.ready,
+                on_demand=(served.parent or served.name) not in self.configured,
             )
             for served in self.versions.values()
         ]
@@ -236,6 +405,8 @@ class Gateway:
 
     def release(self, served: ServedVersion, engine: str) -> None:
         self.in_flight[engine] -= 1
+        if self.in_flight[engine] == 0 and (idle := self._idle.get(engine)) is not None:
+            idle.set()
         self.metrics.in_flight.labels(served.model.name, served.version).dec()
 
     def record(self, stats: RequestStats) -> None:
@@ -266,3 +437,15 @@ def _registered(tag: str, served: list[str]) -> RegisteredModel:
         return get_model(name, version or None)
     except ModelMissingError as exc:
         raise ModelNotFoundError(tag, served) from exc
+
+
+EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception)\b")
+
+
+def _summary(log_tail: str, width: int = 300) -> str:
+    """The gist of an engine log for an admin's error message: the last exception line and the line after it
+    (where vLLM and pydantic put the reason), else the last lines."""
+    lines = [line.strip()[:width] for line in log_tail.splitlines() if line.strip()]
+    last = max((i for i, line in enumerate(lines) if EXCEPTION_LINE.match(line)), default=None)
+    kept = lines[last : last + 2] if last is not None else lines[-3:]
+    return " | ".join(kept) or "(empty log)"

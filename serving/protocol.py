@@ -87,6 +87,7 @@ class ModelCard(BaseModel):
     max_model_len: int | None = None
     engine: str = Field(description="Which engine serves this version (vllm, triton).")
     ready: bool
+    on_demand: bool = Field(False, description="A base engine started for a route; stopped when no route uses it.")
 
 
 class ModelList(BaseModel):

@@ -52,6 +52,24 @@ class VersionSettings(BaseModel):
     )
 
 
+class OnDemandSettings(BaseModel):
+    """Base versions a route names without `model`/`versions:` serving them: servekit starts an engine for each
+    when a route needs it and stops it when no route uses it any more (a base-model update as a canary)."""
+
+    engine: Literal["vllm", "triton"] | None = Field(
+        None, description="Engine kind to start; `model.engine` when unset."
+    )
+    ready_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a route change waits for a new engine to pass its warm-up before it is refused "
+        "(keep it below server.request_timeout_s and the admin client's timeout).",
+    )
+    drain_timeout_s: float = Field(
+        600.0, ge=0, description="How long a retired engine waits for its in-flight requests before it is stopped."
+    )
+
+
 class EngineSettings(BaseModel):
     """vLLM engine arguments and how servekit reaches the engine."""
 
@@ -207,6 +225,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
     versions: list[VersionSettings] = Field(default_factory=list, description="More base versions, one engine each.")
+    on_demand: OnDemandSettings = Field(default_factory=OnDemandSettings)
     routes: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="A/B routes: public name -> {version: weight}, weights summing to 100. "

@@ -62,7 +62,9 @@ async def list_routes(request: Request) -> list[Route]:
 
 @admin_router.put("/routes/{name}", response_model=Route)
 async def put_route(name: str, body: RouteBody, request: Request) -> Route:
-    """Create a route or change its weights (refused while a rollout drives it)."""
+    """Create a route or change its weights (refused while a rollout drives it). A member that is a registered
+    base version nobody serves gets an engine of its own first: the call returns once that engine is warm (or
+    fails with 503 `engine_start_failed` after `on_demand.ready_timeout_s`, leaving the route unchanged)."""
     state = rollouts_of(request).store.get(name)
     if state is not None and not state.phase.finished:
         raise ConflictError(f"Route `{name}` is under a rollout ({state.phase}); pause/abort it first.")
@@ -75,7 +77,7 @@ async def put_route(name: str, body: RouteBody, request: Request) -> Route:
 
 @admin_router.delete("/routes/{name}")
 async def delete_route(name: str, request: Request) -> dict[str, str]:
-    gateway_of(request).delete_route(name)
+    await gateway_of(request).delete_route(name)
     return {"deleted": name}
 
 

@@ -45,6 +45,7 @@ class EngineSupervisor:
         self.ready_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready_event = asyncio.Event()
+        self._changed = asyncio.Event()
         self.ready_hooks: list[Callable[[], Awaitable[None]]] = []
         """Run after each warm-up, before traffic is admitted (e.g. re-loading adapters into a fresh engine)."""
 
@@ -59,6 +60,18 @@ class EngineSupervisor:
 
     async def wait_ready(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._ready_event.wait(), timeout_s)
+
+    async def wait_started(self, timeout_s: float) -> None:
+        """Wait for the first warm-up; raise as soon as the engine goes down instead of waiting out restarts
+        (for an engine started on demand, whose caller gives up and stops it)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                changed = self._changed
+                if self.state is EngineState.ready:
+                    return
+                if self.state is EngineState.down:
+                    raise EngineStartError(self.last_error or "engine down")
+                await changed.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -136,6 +149,8 @@ class EngineSupervisor:
         if state is not self.state:
             logger.info("engine %s: %s -> %s", self.backend.served_name, self.state, state)
         self.state = state
+        self._changed.set()
+        self._changed = asyncio.Event()
         if state is EngineState.ready:
             self.ready_since = time.time()
             self._ready_event.set()

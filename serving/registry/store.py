@@ -72,8 +72,10 @@ def import_directory(
     name: str, version: str, source_dir: Path, labels: dict[str, str], manifest: dict[str, Any]
 ) -> RegisteredModel:
     """Copy a model directory into the store as `name:version`; `manifest` is written as manifest.json
-    inside it and also kept as the store's metadata, so both `bentoml models get` and plain files show it."""
-    with bentoml.models.create(f"{name}:{version}", labels=labels, metadata=manifest) as stored:
+    inside it and also kept as the store's metadata, so both `bentoml models get` and plain files show it
+    (BentoML's metadata refuses None, e.g. `gguf_file` of a safetensors source: those entries stay in the file only)."""
+    metadata = {key: value for key, value in manifest.items() if value is not None}
+    with bentoml.models.create(f"{name}:{version}", labels=labels, metadata=metadata) as stored:
         shutil.copytree(source_dir, stored.path, dirs_exist_ok=True)
         (Path(stored.path) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return get_model(name, version)

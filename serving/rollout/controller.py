@@ -76,24 +76,27 @@ class RolloutController:
         primary = max(route.members, key=lambda m: m.weight).version
         if request.canary == primary:
             raise InvalidRequestError(f"`{request.canary}` is already the primary of `{route_name}`.", param="canary")
-        await self.gateway.load_adapter(request.canary)
-        gates = request.model_dump(mode="json", include={"step_webhook", "load_test_gate"}, exclude_none=True)
-        state = RolloutState(
-            route=route_name, primary=primary, canary=request.canary, config=request.config, gates=gates
-        )
-        pre_gates = self._load_test_gates(state)
-        if request.pre_rollout_webhook is not None:
-            pre_gates.append(WebhookGate(str(request.pre_rollout_webhook)))
-        for gate in pre_gates:
-            result = await gate.check(state, "pre-rollout")
-            self.store.audit(route_name, "pre-rollout gate", asdict(result))
-            if not result.passed:
-                raise ConflictError(f"Pre-rollout gate failed: {result.detail}")
-        self.store.save(state)
-        self.store.audit(
-            route_name, "started", {"primary": primary, "canary": request.canary, **state.config.model_dump()}
-        )
-        await self.tick(route_name)
+        # A canary base version gets its engine (warm) before the rollout starts; it is retired again when a
+        # pre-rollout gate refuses, and later when a promotion or rollback leaves no route using it.
+        async with self.gateway.holding([request.canary]):
+            await self.gateway.prepare(request.canary)
+            gates = request.model_dump(mode="json", include={"step_webhook", "load_test_gate"}, exclude_none=True)
+            state = RolloutState(
+                route=route_name, primary=primary, canary=request.canary, config=request.config, gates=gates
+            )
+            pre_gates = self._load_test_gates(state)
+            if request.pre_rollout_webhook is not None:
+                pre_gates.append(WebhookGate(str(request.pre_rollout_webhook)))
+            for gate in pre_gates:
+                result = await gate.check(state, "pre-rollout")
+                self.store.audit(route_name, "pre-rollout gate", asdict(result))
+                if not result.passed:
+                    raise ConflictError(f"Pre-rollout gate failed: {result.detail}")
+            self.store.save(state)
+            self.store.audit(
+                route_name, "started", {"primary": primary, "canary": request.canary, **state.config.model_dump()}
+            )
+            await self.tick(route_name)
         self._spawn(route_name)
         return self.store.get(route_name) or state
 

@@ -5,6 +5,8 @@ Rendering to `{"error": {...}}` happens in one place: `serving.api.errors`.
 
 from __future__ import annotations
 
+import math
+
 
 class ServekitError(Exception):
     status_code: int = 500
@@ -110,6 +112,22 @@ class OverloadedError(EngineUnavailableError):
     """Load shedding: the engine already has as much work as it may queue."""
 
     code = "overloaded"
+
+
+class RateLimitError(ServekitError):
+    """A key's requests/min or tokens/min budget is spent (OpenAI: `type` requests|tokens, `rate_limit_exceeded`)."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit_type: str, retry_after_s: float, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.error_type = limit_type
+        self.retry_after_s = retry_after_s
+        self._headers = headers
+
+    def headers(self) -> dict[str, str]:
+        return {**self._headers, "Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class EngineError(ServekitError):

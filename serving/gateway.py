@@ -12,6 +12,7 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -23,6 +24,7 @@ from serving.backends.supervisor import EngineStartError, EngineSupervisor
 from serving.errors import (
     ConflictError,
     EngineStartFailedError,
+    EngineUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
     OverloadedError,
@@ -34,6 +36,7 @@ from serving.metrics.stats import RequestStats
 from serving.protocol import ModelCard, ModelList
 from serving.registry.adapters import adapter_rank
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model
+from serving.router.breaker import Breakers
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
 from serving.settings import OnDemandSettings, Settings, VersionSettings
@@ -93,6 +96,9 @@ class Gateway:
         self.router = router
         self.versions: dict[str, ServedVersion] = dict(self.bases)
         self.faults: dict[str, FaultProfile] = {}
+        self.breakers = Breakers(0, 1.0)
+        self.fallbacks: dict[str, str] = {}
+        """Route -> version taking its traffic while the chosen version's breaker is open."""
         self.metrics = GatewayMetrics()
         self.access_log = True
         self.max_in_flight_per_engine = 0
@@ -135,6 +141,8 @@ class Gateway:
             settings.on_demand,
         )
         gateway.access_log = settings.access_log.enabled
+        gateway.breakers = Breakers(settings.breaker.consecutive_failures, settings.breaker.open_s)
+        gateway.fallbacks = dict(settings.fallbacks)
         gateway.max_in_flight_per_engine = settings.limits.max_in_flight_per_engine
         for adapter in adapters or ():
             gateway._admit_adapter(adapter)
@@ -181,9 +189,20 @@ class Gateway:
             raise ModelNotFoundError(name, sorted(self.versions))
         return served
 
-    def serving_version(self, model: str, sticky_key: str | None, pinned: str | None) -> ServedVersion:
-        """The version that serves a request for `model` (a route or a version name)."""
-        return self.resolve(self.router.resolve(model, sticky_key, pinned))
+    def serving_version(self, model: str, sticky_key: str | None, pinned: str | None) -> tuple[ServedVersion, bool]:
+        """The version that serves a request for `model` (a route or a version name), and whether it is the
+        route's fallback because the chosen version's circuit breaker is open."""
+        served = self.resolve(self.router.resolve(model, sticky_key, pinned))
+        if self.breakers.allow(served.name):
+            return served, False
+        fallback = self.fallbacks.get(model)
+        if fallback is not None and fallback in self.versions and self.breakers.allow(fallback):
+            return self.versions[fallback], True
+        breaker = self.breakers.get(served.name)
+        raise EngineUnavailableError(
+            f"`{served.name}` is failing (circuit breaker open) and `{model}` has no healthy fallback; retry shortly.",
+            retry_after_s=max(1, math.ceil(breaker.retry_after_s() if breaker else 1)),
+        )
 
     async def set_route(self, route: Route) -> Route:
         """Create or change a route. Members not served yet are made servable first (adapters loaded, bases

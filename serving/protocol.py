@@ -50,6 +50,19 @@ class SamplingFields(BaseModel):
     user: str | None = None
 
     @property
+    def output_budget(self) -> int | None:
+        """The most tokens the client asked to generate."""
+        return self.max_tokens
+
+    @property
+    def message_count(self) -> int:
+        return 1
+
+    def prompt_tokens_estimate(self) -> int:
+        """About one token per 4 characters: what rate limits charge before the engine counts exactly."""
+        raise NotImplementedError
+
+    @property
     def wants_usage_in_stream(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
@@ -70,11 +83,27 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
+    @property
+    def output_budget(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages)
+
+    def prompt_tokens_estimate(self) -> int:
+        return sum(4 + len(str(m.content or "")) // 4 for m in self.messages)
+
 
 class CompletionRequest(SamplingFields):
     prompt: str | Annotated[list[str], Field(min_length=1)] | Annotated[list[int], Field(min_length=1)]
     echo: bool | None = None
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+
+    def prompt_tokens_estimate(self) -> int:
+        if isinstance(self.prompt, str):
+            return len(self.prompt) // 4 + 1
+        return sum(1 if isinstance(p, int) else len(p) // 4 + 1 for p in self.prompt)
 
 
 class ModelCard(BaseModel):

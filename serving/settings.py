@@ -163,9 +163,28 @@ class ServerSettings(BaseModel):
 
 class LimitsSettings(BaseModel):
     max_request_bytes: int = Field(1_000_000, description="Larger bodies get 413.")
+    max_messages: int | None = Field(None, ge=1, description="More chat messages in one request get 400.")
+    max_tokens_cap: int | None = Field(
+        None,
+        ge=1,
+        description="Requests for more new tokens (max_tokens) get 400; unset: the context decides.",
+    )
+    requests_per_minute: int = Field(
+        0, ge=0, description="Per API key (the anonymous caller counts as one key); 0: unlimited. 429 beyond it."
+    )
+    tokens_per_minute: int = Field(
+        0, ge=0, description="Prompt + completion tokens per API key and minute; 0: unlimited. 429 beyond it."
+    )
     max_in_flight_per_engine: int = Field(
         256, ge=0, description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap)."
     )
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breaking per version (engine failures only; client errors and load shedding never count)."""
+
+    consecutive_failures: int = Field(5, ge=0, description="Engine failures in a row that open it (0: off).")
+    open_s: float = Field(10.0, gt=0, description="Seconds open before one probe request may pass (half-open).")
 
 
 class ApiKey(BaseModel):
@@ -175,6 +194,8 @@ class ApiKey(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     role: Literal["user", "admin"] = "user"
     models: list[str] = Field(default_factory=list, description="Routes/versions it may call; empty: all.")
+    requests_per_minute: int | None = Field(None, ge=0, description="Overrides limits.requests_per_minute.")
+    tokens_per_minute: int | None = Field(None, ge=0, description="Overrides limits.tokens_per_minute.")
 
 
 class AuthSettings(BaseModel):
@@ -232,6 +253,12 @@ class Settings(BaseSettings):
         "Runtime changes (admin API) are kept in the state file and win over these.",
     )
     observe: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    fallbacks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Route -> version that serves the route's traffic while the chosen version's breaker is open "
+        "(without one: 503 with Retry-After).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ from serving import __version__
 from serving.api.admin import admin_router
 from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.errors import install_error_handlers
+from serving.api.ratelimit import RateLimiter, rate_limits
 from serving.api.request_id import RequestIdMiddleware
 from serving.api.routes import fallback_router, openai_router, ops_router
 from serving.gateway import Gateway
@@ -21,6 +22,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.state.gateway = gateway
     app.state.rollouts = None
     app.state.api_keys = {key.sha256: key for key in settings.auth.keys}
+    app.state.rate_limiter = RateLimiter(rate_limits(settings))
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -17,14 +17,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from serving.api.auth import ANONYMOUS_ID, Principal
 from serving.api.errors import error_response
+from serving.api.input_limits import check_input_limits
+from serving.api.ratelimit import Admission, RateLimiter
 from serving.backends.base import ChunkStream, Endpoint
-from serving.errors import ServekitError
+from serving.errors import OverloadedError, ServekitError
 from serving.gateway import Gateway, ServedVersion
 from serving.metrics.stats import RequestStats
 from serving.protocol import SamplingFields
 
 VERSION_HEADER = "x-servekit-version"
+DEFAULT_OUTPUT_ESTIMATE = 256
+"""Tokens a request without max_tokens is charged up front (settled against its real usage afterwards)."""
 USER_HEADER = "x-servekit-user"
+FALLBACK_HEADER = "x-servekit-fallback"
 CLIENT_CLOSED_REQUEST = 499
 
 
@@ -40,10 +45,17 @@ async def serve_completion(
     gateway: Gateway, endpoint: Endpoint, body: SamplingFields, request: Request, principal: Principal
 ) -> Response:
     principal.check_model(body.model)
-    served = gateway.serving_version(
+    check_input_limits(body, request.app.state.settings.limits)
+    limiter: RateLimiter = request.app.state.rate_limiter
+    served, fallback = gateway.serving_version(
         body.model, sticky_key(request, principal, body), request.headers.get(VERSION_HEADER)
     )
-    headers = {VERSION_HEADER: served.version}
+    admission = limiter.admit(
+        principal.key_id, lambda: body.prompt_tokens_estimate() + (body.output_budget or DEFAULT_OUTPUT_ESTIMATE)
+    )
+    headers = {VERSION_HEADER: served.version, **(admission.headers if admission else {})}
+    if fallback:
+        headers[FALLBACK_HEADER] = "1"
     stats = RequestStats(
         route=body.model, request_id=request.state.request_id, key_id=principal.key_id, stream=body.stream,
         model=served.model.name, version=served.version,
@@ -53,7 +65,7 @@ async def serve_completion(
             raise served.supervisor.unavailable()
         engine = gateway.admit(served)
     except ServekitError as error:
-        return _failed(gateway, stats, error, headers)
+        return _failed(gateway, served, stats, error, headers, (limiter, admission))
     try:
         if (fault := gateway.faults.get(served.name)) is not None:
             await fault.apply(served.name)
@@ -64,21 +76,50 @@ async def serve_completion(
             result = await backend.complete(endpoint, payload)
     except ServekitError as error:
         gateway.release(served, engine)
-        return _failed(gateway, stats, error, headers)
+        return _failed(gateway, served, stats, error, headers, (limiter, admission))
     except asyncio.CancelledError:
         gateway.release(served, engine)
+        gateway.breakers.record(served.name, None)
+        limiter.settle(admission, 0)
         raise
     if body.stream:
-        relay = _relay(stream, stats, gateway, keep_usage=body.wants_usage_in_stream, release=(served, engine))
+        relay = _relay(
+            stream,
+            stats,
+            gateway,
+            keep_usage=body.wants_usage_in_stream,
+            release=(served, engine),
+            settle=(limiter, admission),
+        )
         return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
     gateway.release(served, engine)
+    gateway.breakers.record(served.name, True)
     _count_usage(stats, result.get("usage"))
+    limiter.settle(admission, stats.prompt_tokens + stats.completion_tokens)
     stats.finish(200)
     gateway.record(stats)
     return JSONResponse(result, headers=headers)
 
 
-def _failed(gateway: Gateway, stats: RequestStats, error: ServekitError, headers: dict[str, str]) -> Response:
+def engine_outcome(status: int, error: ServekitError | None = None) -> bool | None:
+    """What a finished request says about its engine, for the circuit breaker: a 5xx is the engine's failure,
+    a shed request (the gateway's own limit) or a client that left says nothing."""
+    if isinstance(error, OverloadedError) or status == CLIENT_CLOSED_REQUEST:
+        return None
+    return status < 500
+
+
+def _failed(
+    gateway: Gateway,
+    served: ServedVersion,
+    stats: RequestStats,
+    error: ServekitError,
+    headers: dict[str, str],
+    settle: tuple[RateLimiter, Admission | None],
+) -> Response:
+    limiter, admission = settle
+    limiter.settle(admission, 0)  # nothing was generated: the estimated tokens come back
+    gateway.breakers.record(served.name, engine_outcome(error.status_code, error))
     stats.finish(error.status_code)
     gateway.record(stats)
     return error_response(error, headers)
@@ -106,6 +147,7 @@ async def _relay(
     gateway: Gateway,
     keep_usage: bool,
     release: tuple[ServedVersion, str],
+    settle: tuple[RateLimiter, Admission | None],
 ) -> AsyncIterator[bytes]:
     status = CLIENT_CLOSED_REQUEST
     try:
@@ -125,5 +167,8 @@ async def _relay(
     finally:
         await stream.aclose()
         gateway.release(*release)
+        limiter, admission = settle
+        limiter.settle(admission, stats.prompt_tokens + stats.completion_tokens)
+        gateway.breakers.record(release[0].name, engine_outcome(status))
         stats.finish(status)
         gateway.record(stats)

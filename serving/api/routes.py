@@ -61,7 +61,11 @@ async def ready(request: Request) -> JSONResponse:
     """200 only when every engine is up and passed its warm-up generation."""
     gateway = gateway_of(request)
     is_ready = gateway.ready
-    body = {"status": "ready" if is_ready else "not_ready", "engines": gateway.engine_states()}
+    body = {
+        "status": "ready" if is_ready else "not_ready",
+        "engines": gateway.engine_states(),
+        "breakers": gateway.breakers.states(),
+    }
     headers = {} if is_ready else {"Retry-After": str(request.app.state.settings.warmup.retry_after_s)}
     return JSONResponse(body, status_code=200 if is_ready else 503, headers=headers)
 
@@ -69,6 +73,8 @@ async def ready(request: Request) -> JSONResponse:
 @ops_router.get("/metrics")
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
+    for version, state in gateway.breakers.states().items():
+        gateway.metrics.breaker_open.labels(version).set(0 if state == "closed" else 1)
     return Response(gateway.metrics.render(await gateway.engine_metrics()), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -47,6 +47,11 @@ class GatewayMetrics:
             registry=self.registry, multiprocess_mode="livesum",
         )  # fmt: skip
 
+        self.breaker_open = Gauge(
+            "servekit_breaker_open", "1 while a version's circuit breaker is open or half-open.", ("version",),
+            registry=self.registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+
     def record(self, stats: RequestStats) -> None:
         labels = (stats.model, stats.version, stats.route)
         self.recent.add(stats)

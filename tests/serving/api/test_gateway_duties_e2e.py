@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +19,8 @@ from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
 
 BASE = "smollm2-135m-instruct"
 USER_KEY, ADMIN_KEY, LIMITED_KEY = "sk-user-test", "sk-admin-test", "sk-limited-test"
+METERED_KEY, TOKENS_KEY = "sk-metered-test", "sk-tokens-test"
+METERED_RPM, TOKENS_TPM = 30, 300
 PUBLIC_PATHS = {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
@@ -27,12 +30,16 @@ def guarded(server, artifacts_dir) -> Iterator[tuple[str, object]]:
         {"id": "user-1", "sha256": key_digest(USER_KEY), "role": "user"},
         {"id": "admin-1", "sha256": key_digest(ADMIN_KEY), "role": "admin"},
         {"id": "limited", "sha256": key_digest(LIMITED_KEY), "role": "user", "models": ["some-other-route"]},
+        {"id": "metered", "sha256": key_digest(METERED_KEY), "requests_per_minute": METERED_RPM},
+        {"id": "tokens", "sha256": key_digest(TOKENS_KEY), "tokens_per_minute": TOKENS_TPM},
     ]
     env = {
         "SERVEKIT_ENGINE__URL": server.engine_url,
         "SERVEKIT_HOME": str(artifacts_dir / "guarded"),
         "SERVEKIT_AUTH__KEYS": json.dumps(keys),
         "SERVEKIT_LIMITS__MAX_IN_FLIGHT_PER_ENGINE": "2",
+        "SERVEKIT_LIMITS__MAX_MESSAGES": "8",
+        "SERVEKIT_LIMITS__MAX_TOKENS_CAP": "512",
     }
     log_path = artifacts_dir / "guarded.log"
     process, base_url = start_bentoml("bentos.service:Servekit", env, log_path)
@@ -131,3 +138,71 @@ def test_access_log_is_json_per_request_without_the_key(guarded):
     assert probe["key_id"] == "user-1" and probe["status"] == 200 and probe["completion_tokens"] == 2
     assert probe["latency_s"] > 0
     assert USER_KEY not in log_path.read_text()
+
+
+def test_accepted_rate_matches_the_configured_limit(guarded):
+    """Two clients hammer for WINDOW_S with a key limited to METERED_RPM: the bucket lets its burst (one minute's
+    worth) through, then METERED_RPM / 60 per second; accepted requests must be within 5 % of that."""
+    base_url, _ = guarded
+    window_s = 24.0
+    headers = {"Authorization": f"Bearer {METERED_KEY}"}
+    body = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    statuses: list[int] = []
+    limit_headers: list[httpx.Headers] = []
+    deadline = time.monotonic() + window_s
+
+    def client() -> None:
+        with httpx.Client(timeout=30.0) as http:
+            while time.monotonic() < deadline:
+                response = http.post(f"{base_url}/v1/chat/completions", json=body, headers=headers)
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    limit_headers.append(response.headers)
+                    time.sleep(0.05)
+
+    workers = [threading.Thread(target=client) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    accepted, refused = statuses.count(200), statuses.count(429)
+    expected = METERED_RPM + METERED_RPM / 60 * window_s
+    assert set(statuses) <= {200, 429}
+    assert abs(accepted - expected) <= 0.05 * expected, (accepted, expected, refused)
+    assert refused > 0
+    last = limit_headers[-1]
+    assert last["x-ratelimit-limit-requests"] == str(METERED_RPM)
+    assert last["x-ratelimit-remaining-requests"] == "0"
+    assert int(last["retry-after"]) >= 1
+
+
+def test_tokens_per_minute_charge_estimates_and_refuse_oversized_requests(guarded):
+    base_url, _ = guarded
+    headers = {"Authorization": f"Bearer {TOKENS_KEY}"}
+    url = f"{base_url}/v1/chat/completions"
+    too_big = httpx.post(url, headers=headers, json={
+        "model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": TOKENS_TPM + 1,
+    })  # fmt: skip
+    assert too_big.status_code == 429
+    assert too_big.json()["error"]["type"] == "tokens" and "too large" in too_big.json()["error"]["message"]
+    small = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+    first = httpx.post(url, headers=headers, json=small)
+    assert first.status_code == 200
+    remaining = int(first.headers["x-ratelimit-remaining-tokens"])
+    assert first.headers["x-ratelimit-limit-tokens"] == str(TOKENS_TPM)
+    assert remaining <= TOKENS_TPM - 100  # charged up front: prompt estimate + max_tokens
+    refused = [httpx.post(url, headers=headers, json=small) for _ in range(4)]
+    assert any(r.status_code == 429 and r.json()["error"]["type"] == "tokens" for r in refused)
+
+
+def test_input_limits_refuse_with_the_field_named(guarded):
+    base_url, _ = guarded
+    headers = {"Authorization": f"Bearer {USER_KEY}"}
+    url = f"{base_url}/v1/chat/completions"
+    many = httpx.post(url, headers=headers, json={"model": BASE, "messages": [{"role": "user", "content": "x"}] * 9})
+    assert many.status_code == 400
+    assert (many.json()["error"]["param"], many.json()["error"]["code"]) == ("messages", "too_many_messages")
+    long = httpx.post(url, headers=headers, json={
+        "model": BASE, "messages": [{"role": "user", "content": "x"}], "max_tokens": 513,
+    })  # fmt: skip
+    assert long.status_code == 400 and long.json()["error"]["param"] == "max_tokens"

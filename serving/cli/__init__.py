@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import bench, config, keys, loadtest, models, observe, rollout, routes, serve, train, triton
+from serving.cli import bench, config, keys, loadtest, models, observe, rollout, routes, serve, soak, train, triton
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
@@ -18,6 +18,7 @@ app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)
 app.command(name="train")(train.train)
 app.command(name="bench")(bench.bench)
+app.command(name="soak")(soak.soak_command)
 
 
 def main() -> None:

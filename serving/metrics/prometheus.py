@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from serving.metrics.stats import RequestStats
 from serving.metrics.window import RecentRequests
@@ -19,6 +19,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes etc.: what a soak test watches
         self.recent = RecentRequests()
         labels = ("model", "version", "route")
         self.requests = Counter(

@@ -11,6 +11,7 @@ import bentoml
 
 from serving import log
 from serving.api.app import create_app
+from serving.api.path_guard import PathGuardMiddleware
 from serving.gateway import Gateway
 from serving.registry.store import RegisteredModel, get_model
 from serving.rollout.controller import RolloutController
@@ -67,3 +68,6 @@ class Servekit:
 
     def __is_ready__(self) -> bool:
         return self.gateway.ready
+
+
+Servekit.add_asgi_middleware(PathGuardMiddleware)

@@ -169,6 +169,14 @@ class LimitsSettings(BaseModel):
         ge=1,
         description="Requests for more new tokens (max_tokens) get 400; unset: the context decides.",
     )
+    prompt_policy: Literal["error", "truncate_left"] = Field(
+        "error",
+        description="A chat prompt too long for the context: `error` (400 context_length_exceeded) or "
+        "`truncate_left` (drop the oldest turns, keeping system messages and the last message).",
+    )
+    prompt_policies: dict[str, Literal["error", "truncate_left"]] = Field(
+        default_factory=dict, description="Per route or version name, overriding prompt_policy."
+    )
     requests_per_minute: int = Field(
         0, ge=0, description="Per API key (the anonymous caller counts as one key); 0: unlimited. 429 beyond it."
     )

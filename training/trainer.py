@@ -136,9 +136,14 @@ def train(
     wrapped = DistributedDataParallel(model) if ctx.world_size > 1 else model
     model.train()
     progress = Progress(
-        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(), disable=not ctx.is_main,
-    )  # fmt: skip
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        disable=not ctx.is_main,
+        auto_refresh=False,
+    )  # fmt: skip  (redrawn once per step: no refresh thread taking CPU from the training threads)
     clock = time.perf_counter()
     step_seconds: list[float] = []
     with progress:
@@ -152,7 +157,7 @@ def train(
                 sync = contextlib.nullcontext() if last or ctx.world_size == 1 else wrapped.no_sync()
                 with sync:
                     with autocast(config, ctx.device):
-                        loss = wrapped(**batch).loss / config.grad_accumulation
+                        loss = wrapped(**batch, use_cache=False).loss / config.grad_accumulation
                     loss.backward()
                 step_loss += loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -162,7 +167,7 @@ def train(
             state.step += 1
             state.history.append((state.step, mean_across(step_loss, ctx)))
             step_seconds.append(time.perf_counter() - step_started)
-            progress.update(task, completed=state.step, loss=f"{state.history[-1][1]:.4f}")
+            progress.update(task, completed=state.step, loss=f"{state.history[-1][1]:.4f}", refresh=True)
             if ctx.is_main and (state.step % config.checkpoint_every == 0 or state.step == steps):
                 checkpoint.save(ckpt_root, model, optimizer, scheduler, state)
             ctx.barrier()

@@ -19,17 +19,20 @@ from serving.api.auth import ANONYMOUS_ID, Principal
 from serving.api.errors import error_response
 from serving.api.input_limits import check_input_limits
 from serving.api.ratelimit import Admission, RateLimiter
+from serving.api.truncation import tokenizer_for, truncate_left
 from serving.backends.base import ChunkStream, Endpoint
 from serving.errors import OverloadedError, ServekitError
 from serving.gateway import Gateway, ServedVersion
 from serving.metrics.stats import RequestStats
-from serving.protocol import SamplingFields
+from serving.protocol import ChatCompletionRequest, SamplingFields
+from serving.settings import LimitsSettings
 
 VERSION_HEADER = "x-servekit-version"
 DEFAULT_OUTPUT_ESTIMATE = 256
 """Tokens a request without max_tokens is charged up front (settled against its real usage afterwards)."""
 USER_HEADER = "x-servekit-user"
 FALLBACK_HEADER = "x-servekit-fallback"
+TRUNCATED_HEADER = "x-servekit-truncated-messages"
 CLIENT_CLOSED_REQUEST = 499
 
 
@@ -45,17 +48,21 @@ async def serve_completion(
     gateway: Gateway, endpoint: Endpoint, body: SamplingFields, request: Request, principal: Principal
 ) -> Response:
     principal.check_model(body.model)
-    check_input_limits(body, request.app.state.settings.limits)
+    limits = request.app.state.settings.limits
+    check_input_limits(body, limits)
     limiter: RateLimiter = request.app.state.rate_limiter
     served, fallback = gateway.serving_version(
         body.model, sticky_key(request, principal, body), request.headers.get(VERSION_HEADER)
     )
+    dropped = await _apply_prompt_policy(gateway, served, body, limits)
     admission = limiter.admit(
         principal.key_id, lambda: body.prompt_tokens_estimate() + (body.output_budget or DEFAULT_OUTPUT_ESTIMATE)
     )
     headers = {VERSION_HEADER: served.version, **(admission.headers if admission else {})}
     if fallback:
         headers[FALLBACK_HEADER] = "1"
+    if dropped:
+        headers[TRUNCATED_HEADER] = str(dropped)
     stats = RequestStats(
         route=body.model, request_id=request.state.request_id, key_id=principal.key_id, stream=body.stream,
         model=served.model.name, version=served.version,
@@ -99,6 +106,21 @@ async def serve_completion(
     stats.finish(200)
     gateway.record(stats)
     return JSONResponse(result, headers=headers)
+
+
+async def _apply_prompt_policy(
+    gateway: Gateway, served: ServedVersion, body: SamplingFields, limits: LimitsSettings
+) -> int:
+    """`truncate_left` for this route or version: fit the chat history into the context; returns how many
+    messages were dropped. `error` (the default) leaves the check to the engine."""
+    policy = limits.prompt_policies.get(body.model, limits.prompt_policy)
+    if policy != "truncate_left" or not isinstance(body, ChatCompletionRequest):
+        return 0
+    tokenizer = tokenizer_for(gateway.resolve(served.parent).model.path if served.parent else served.model.path)
+    body.messages, dropped = await asyncio.to_thread(
+        truncate_left, tokenizer, body.messages, served.max_model_len, body.output_budget or 1
+    )
+    return dropped
 
 
 def engine_outcome(status: int, error: ServekitError | None = None) -> bool | None:

@@ -115,7 +115,8 @@ def run(ctx: BenchContext) -> SectionResult:
         ctx.out / "lora.png",
         f"Multi-LoRA: {concurrency} streams x {max_tokens} tokens, rank-{RANK} adapters on q/k/v/o",
         [
-            ("output tokens/s", {"tok/s": [s.output_tok_s for s in summaries.values()]}, list(summaries)),
+            ("output tokens/s", {"tok/s": [s.output_tok_s for s in [*summaries.values(), *knob_summaries]]},
+             [*summaries, *(s.name.split(", ", 1)[1].replace(" max_cpu", "\nmax_cpu") for s in knob_summaries)]),
             ("TTFT ms", {"p50": [s.ttft_p50_ms for s in summaries.values()],
                          "p95": [s.ttft_p95_ms for s in summaries.values()]}, list(summaries)),
         ],

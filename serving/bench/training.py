@@ -36,19 +36,21 @@ def run(ctx: BenchContext) -> SectionResult:
         ctx.progress.advance(task)
     ctx.progress.remove_task(task)
     ours, plain = rows
-    ratio = ours["step_s_mean"] / plain["step_s_mean"]
+    ratio = ours["step_s_p50"] / plain["step_s_p50"]  # the median: one step slowed by a neighbour skews a mean
     names = [LABELS[r["trainer"]] for r in rows]
     plot = plots.bars(
         ctx.out / "training.png",
         f"LoRA fine-tuning, pirate example: {steps} steps, batch 8, seq <= 128, bf16 autocast",
         [
-            ("mean step time, s", {"s": [r["step_s_mean"] for r in rows]}, names),
+            ("median step time, s", {"s": [r["step_s_p50"] for r in rows]}, names),
             ("tokens/s", {"tok/s": [r["tokens_per_s"] for r in rows]}, names),
             ("peak RSS, MiB", {"MiB": [r["peak_rss_mib"] for r in rows]}, names),
         ],
-        caption=f"step time servekit / plain = {ratio:.2f}x",
+        caption=f"median step time servekit / plain = {ratio:.2f}x",
     )
-    target = Target("step time servekit / plain Trainer", ratio, f"<= {STEP_TIME_GOAL:.2f}x", ratio <= STEP_TIME_GOAL)
+    target = Target(
+        "median step time servekit / plain Trainer", ratio, f"<= {STEP_TIME_GOAL:.2f}x", ratio <= STEP_TIME_GOAL
+    )
     notes = [
         "same tokenized data, LoRA r=8 on q/k/v/o, AdamW, linear schedule, clip 1.0; first step left out of the mean",
         "tokens/s = mean example length x batch size / mean step time",

@@ -38,8 +38,10 @@ def guarded(server, artifacts_dir) -> Iterator[tuple[str, object]]:
         "SERVEKIT_HOME": str(artifacts_dir / "guarded"),
         "SERVEKIT_AUTH__KEYS": json.dumps(keys),
         "SERVEKIT_LIMITS__MAX_IN_FLIGHT_PER_ENGINE": "2",
-        "SERVEKIT_LIMITS__MAX_MESSAGES": "8",
+        "SERVEKIT_LIMITS__MAX_MESSAGES": "80",
         "SERVEKIT_LIMITS__MAX_TOKENS_CAP": "512",
+        "SERVEKIT_LIMITS__PROMPT_POLICIES": json.dumps({"long-chats": "truncate_left"}),
+        "SERVEKIT_ROUTES": json.dumps({"long-chats": {BASE: 100}}),
     }
     log_path = artifacts_dir / "guarded.log"
     process, base_url = start_bentoml("bentos.service:Servekit", env, log_path)
@@ -199,10 +201,34 @@ def test_input_limits_refuse_with_the_field_named(guarded):
     base_url, _ = guarded
     headers = {"Authorization": f"Bearer {USER_KEY}"}
     url = f"{base_url}/v1/chat/completions"
-    many = httpx.post(url, headers=headers, json={"model": BASE, "messages": [{"role": "user", "content": "x"}] * 9})
+    many = httpx.post(url, headers=headers, json={"model": BASE, "messages": [{"role": "user", "content": "x"}] * 81})
     assert many.status_code == 400
     assert (many.json()["error"]["param"], many.json()["error"]["code"]) == ("messages", "too_many_messages")
     long = httpx.post(url, headers=headers, json={
         "model": BASE, "messages": [{"role": "user", "content": "x"}], "max_tokens": 513,
     })  # fmt: skip
     assert long.status_code == 400 and long.json()["error"]["param"] == "max_tokens"
+
+
+def test_truncate_left_fits_a_long_history_where_the_default_policy_refuses(guarded):
+    """The same 3,000-token history: 400 context_length_exceeded from a model name with the default policy,
+    200 from the route configured with `truncate_left` (the oldest turns dropped, named in a header)."""
+    base_url, _ = guarded
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}: " + "lorem ipsum dolor sit amet " * 12}
+        for i in range(60)
+    ]
+    messages = [{"role": "system", "content": "Answer in one word."}, *turns, {"role": "user", "content": "Ready?"}]
+    headers = {"Authorization": f"Bearer {USER_KEY}"}
+    refused = httpx.post(
+        f"{base_url}/v1/chat/completions", headers=headers, json={"model": BASE, "messages": messages, "max_tokens": 4}
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
+    fitted = httpx.post(
+        f"{base_url}/v1/chat/completions", headers=headers, timeout=120,
+        json={"model": "long-chats", "messages": messages, "max_tokens": 4},
+    )  # fmt: skip
+    assert fitted.status_code == 200, fitted.text
+    dropped = int(fitted.headers["x-servekit-truncated-messages"])
+    assert 0 < dropped < len(turns)
+    assert fitted.json()["usage"]["prompt_tokens"] + 4 <= 2048

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 
 import httpx
@@ -20,13 +22,45 @@ def listening_pid(port: int) -> int:
     raise LookupError(f"nothing listens on {port}")
 
 
+def stream_outcome(base_url: str, outcomes: list[str], started: threading.Event) -> None:
+    """How a stream that was running when the engine died ended, as the client saw it."""
+    body = {
+        "model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": 400, "ignore_eos": True, "stream": True,
+    }  # fmt: skip
+    last = ""
+    try:
+        with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                started.set()
+                last = line or last
+        if last == "data: [DONE]":
+            outcomes.append("completed")
+        elif last.startswith("data: ") and {"message", "type", "param", "code"} <= json.loads(last[6:])["error"].keys():
+            outcomes.append("error event")
+        else:
+            outcomes.append(f"cut off after {last[:80]!r}")
+    except httpx.HTTPError as exc:
+        outcomes.append(f"connection error {exc!r}")
+
+
 @pytest.mark.disruptive
 def test_killed_engine_turns_ready_red_then_is_restarted(server, random_adapters):
     adapter = random_adapters["b"].tag
     assert httpx.post(f"{server.base_url}/admin/models/{adapter}/load", timeout=120).status_code == 200
+    outcomes: list[str] = []
+    started = [threading.Event() for _ in range(3)]
+    streams = [threading.Thread(target=stream_outcome, args=(server.base_url, outcomes, e)) for e in started]
+    for thread in streams:
+        thread.start()
+    assert all(event.wait(60) for event in started)
     engine_pid = listening_pid(server.engine_port)
     os.kill(engine_pid, signal.SIGKILL)
     killed_at = time.monotonic()
+    for thread in streams:
+        thread.join(60)
+    # Every accepted stream ends cleanly: finished, or told in an OpenAI-shaped error event (never cut off).
+    assert len(outcomes) == 3 and set(outcomes) <= {"completed", "error event"}, outcomes
     while httpx.get(f"{server.base_url}/ready").status_code == 200:
         assert time.monotonic() - killed_at < 3.0, "/ready still green 3 s after the engine died"
         time.sleep(0.1)

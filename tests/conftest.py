@@ -5,8 +5,6 @@ while the engine was still starting is recorded for the readiness tests."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +16,13 @@ import httpx
 import pytest
 
 from serving.bench.adapters import build_random_adapter
+from serving.bench.session import free_port
+from serving.bench.session import stop_gateway as stop
 from serving.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_READY_TIMEOUT_S = 900
 GATEWAY_UP_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -71,14 +65,14 @@ def start_bentoml(
     return process, f"http://127.0.0.1:{port}"
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+class ManualClock:
+    """A clock tests move by hand (`clock.now = 10.0`) for time-based logic: buckets, breakers."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture(scope="session")

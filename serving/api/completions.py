@@ -100,11 +100,8 @@ async def serve_completion(
         )
         return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
     gateway.release(served, engine)
-    gateway.breakers.record(served.name, True)
     _count_usage(stats, result.get("usage"))
-    limiter.settle(admission, stats.prompt_tokens + stats.completion_tokens)
-    stats.finish(200)
-    gateway.record(stats)
+    _finish(gateway, served, stats, (limiter, admission), 200)
     return JSONResponse(result, headers=headers)
 
 
@@ -139,12 +136,25 @@ def _failed(
     headers: dict[str, str],
     settle: tuple[RateLimiter, Admission | None],
 ) -> Response:
-    limiter, admission = settle
-    limiter.settle(admission, 0)  # nothing was generated: the estimated tokens come back
-    gateway.breakers.record(served.name, engine_outcome(error.status_code, error))
-    stats.finish(error.status_code)
-    gateway.record(stats)
+    _finish(gateway, served, stats, settle, error.status_code, error)  # no usage: the estimate comes back
     return error_response(error, headers)
+
+
+def _finish(
+    gateway: Gateway,
+    served: ServedVersion,
+    stats: RequestStats,
+    settle: tuple[RateLimiter, Admission | None],
+    status: int,
+    error: ServekitError | None = None,
+) -> None:
+    """What every finished request updates: its rate-limit charge (settled against real usage), its version's
+    circuit breaker, the metrics and the access log."""
+    limiter, admission = settle
+    limiter.settle(admission, stats.prompt_tokens + stats.completion_tokens)
+    gateway.breakers.record(served.name, engine_outcome(status, error))
+    stats.finish(status)
+    gateway.record(stats)
 
 
 def _count_usage(stats: RequestStats, usage: dict[str, Any] | None) -> None:
@@ -189,8 +199,4 @@ async def _relay(
     finally:
         await stream.aclose()
         gateway.release(*release)
-        limiter, admission = settle
-        limiter.settle(admission, stats.prompt_tokens + stats.completion_tokens)
-        gateway.breakers.record(release[0].name, engine_outcome(status))
-        stats.finish(status)
-        gateway.record(stats)
+        _finish(gateway, release[0], stats, settle, status)

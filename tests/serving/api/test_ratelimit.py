@@ -7,18 +7,11 @@ import pytest
 from serving.api.ratelimit import RateLimiter, duration, rate_limits
 from serving.errors import RateLimitError
 from serving.settings import Settings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import ManualClock
 
 
 def test_requests_per_minute_allow_the_burst_then_refill_at_the_rate():
-    clock = Clock()
+    clock = ManualClock()
     limiter = RateLimiter({"k": (60, 0)}, clock)
     for _ in range(60):
         assert limiter.admit("k", lambda: 0) is not None
@@ -36,7 +29,7 @@ def test_requests_per_minute_allow_the_burst_then_refill_at_the_rate():
 
 
 def test_tokens_are_charged_up_front_and_settled_against_usage():
-    clock = Clock()
+    clock = ManualClock()
     limiter = RateLimiter({"k": (0, 1000)}, clock)
     first = limiter.admit("k", lambda: 600)
     assert first.headers["x-ratelimit-remaining-tokens"] == "400"
@@ -52,13 +45,13 @@ def test_tokens_are_charged_up_front_and_settled_against_usage():
 
 
 def test_a_request_larger_than_the_whole_budget_is_refused_outright():
-    limiter = RateLimiter({"k": (0, 100)}, Clock())
+    limiter = RateLimiter({"k": (0, 100)}, ManualClock())
     with pytest.raises(RateLimitError, match="Request too large"):
         limiter.admit("k", lambda: 101)
 
 
 def test_keys_without_limits_are_not_metered_and_not_estimated():
-    limiter = RateLimiter({"k": (0, 0)}, Clock())
+    limiter = RateLimiter({"k": (0, 0)}, ManualClock())
 
     def never() -> int:
         raise AssertionError("estimated although unlimited")

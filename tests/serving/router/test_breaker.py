@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from serving.router.breaker import Breakers, BreakerState, CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import ManualClock
 
 
 def test_consecutive_failures_open_it_and_a_success_resets_the_count():
-    breaker = CircuitBreaker(threshold=3, open_s=10, clock=Clock())
+    breaker = CircuitBreaker(threshold=3, open_s=10, clock=ManualClock())
     for outcome in (False, False, True, False, False):
         assert breaker.allow()
         breaker.record(outcome)
@@ -24,7 +17,7 @@ def test_consecutive_failures_open_it_and_a_success_resets_the_count():
 
 
 def test_half_open_lets_one_probe_through_and_its_outcome_decides():
-    clock = Clock()
+    clock = ManualClock()
     breaker = CircuitBreaker(threshold=1, open_s=10, clock=clock)
     breaker.record(False)
     clock.now = 9.9
@@ -41,7 +34,7 @@ def test_half_open_lets_one_probe_through_and_its_outcome_decides():
 
 
 def test_a_probe_that_never_reached_the_engine_frees_the_slot():
-    clock = Clock()
+    clock = ManualClock()
     breaker = CircuitBreaker(threshold=1, open_s=1, clock=clock)
     breaker.record(False)
     clock.now = 1.0
@@ -51,7 +44,7 @@ def test_a_probe_that_never_reached_the_engine_frees_the_slot():
 
 
 def test_breakers_are_per_version_and_off_with_threshold_zero():
-    breakers = Breakers(threshold=1, open_s=5, clock=Clock())
+    breakers = Breakers(threshold=1, open_s=5, clock=ManualClock())
     breakers.record("a", False)
     assert not breakers.allow("a") and breakers.allow("b")
     assert breakers.states() == {"a": "open", "b": "closed"}

@@ -9,9 +9,37 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import httpx
+
+
+def split_sse(rest: bytes, chunk: bytes) -> tuple[list[str], bytes]:
+    """SSE lines end at LF (or CRLF) and nowhere else. `str.splitlines` and httpx's `iter_lines` also break at
+    Unicode separators (U+2028, U+0085, ...) that a generated token can carry unescaped inside the JSON, which
+    cut a chunk in two (seen in CI). Returns the complete lines and the unfinished rest."""
+    *lines, rest = (rest + chunk).split(b"\n")
+    return [line.rstrip(b"\r").decode() for line in lines], rest
+
+
+def iter_sse_lines(response: httpx.Response) -> Iterator[str]:
+    rest = b""
+    for chunk in response.iter_bytes():
+        lines, rest = split_sse(rest, chunk)
+        yield from lines
+    if rest:
+        yield rest.rstrip(b"\r").decode()
+
+
+async def aiter_sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    rest = b""
+    async for chunk in response.aiter_bytes():
+        lines, rest = split_sse(rest, chunk)
+        for line in lines:
+            yield line
+    if rest:
+        yield rest.rstrip(b"\r").decode()
 
 
 @dataclass
@@ -76,7 +104,7 @@ async def stream_chat(
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
                 return result
-            async for line in response.aiter_lines():
+            async for line in aiter_sse_lines(response):
                 if not result.feed_line(line, time.perf_counter()):
                     return result
         result.ok = True

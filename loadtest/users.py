@@ -20,7 +20,7 @@ from locust.exception import StopUser
 from loadtest.metrics import UNKNOWN_VERSION, RequestRecord
 from loadtest.prompts import MaxTokens, load_prompts
 from loadtest.shapes import PoissonShape
-from loadtest.stream_client import StreamResult
+from loadtest.stream_client import StreamResult, iter_sse_lines
 
 VERSION_HEADER = "x-servekit-version"
 # httpx logs every request at INFO, the level plain Locust logs at: thousands of lines a second would make the
@@ -131,7 +131,7 @@ class LLMUser(User):
                 if status != 200:
                     result.error = f"HTTP {status}: {response.read()[:200].decode(errors='replace')}"
                 elif body.get("stream"):
-                    result.ok = all(result.feed_line(line, time.perf_counter()) for line in response.iter_lines())
+                    result.ok = all(result.feed_line(line, time.perf_counter()) for line in iter_sse_lines(response))
                 else:
                     response.read()
                     result.output_tokens = response.json()["usage"]["completion_tokens"]

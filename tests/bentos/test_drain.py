@@ -11,6 +11,7 @@ import time
 
 import httpx
 
+from loadtest.stream_client import iter_sse_lines
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, wait_for
 
 BASE = "smollm2-135m-instruct"
@@ -25,7 +26,7 @@ def stream(base_url: str, results: list[dict], started: threading.Event) -> None
     outcome = {"done": False, "completion_tokens": 0, "error": None}
     try:
         with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120) as response:
-            for line in response.iter_lines():
+            for line in iter_sse_lines(response):
                 started.set()
                 if line == "data: [DONE]":
                     outcome["done"] = True

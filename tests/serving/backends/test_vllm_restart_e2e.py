@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from loadtest.stream_client import iter_sse_lines
 from tests.conftest import ENGINE_READY_TIMEOUT_S, wait_for
 
 
@@ -31,7 +32,7 @@ def stream_outcome(base_url: str, outcomes: list[str], started: threading.Event)
     last = ""
     try:
         with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=60) as response:
-            for line in response.iter_lines():
+            for line in iter_sse_lines(response):
                 started.set()
                 last = line or last
         if last == "data: [DONE]":

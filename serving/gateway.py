@@ -34,7 +34,7 @@ from serving.metrics.access_log import write_access_log
 from serving.metrics.prometheus import GatewayMetrics
 from serving.metrics.stats import RequestStats
 from serving.protocol import ModelCard, ModelList
-from serving.registry.adapters import adapter_rank
+from serving.registry.adapters import adapter_rank, unserved_modules
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model
 from serving.router.breaker import Breakers
 from serving.router.router import Router
@@ -86,6 +86,7 @@ class Gateway:
         router: Router,
         engine_factory: EngineFactory | None = None,
         on_demand: OnDemandSettings | None = None,
+        lora_target_modules: frozenset[str] | None = None,
     ) -> None:
         self.bases = {base.name: base for base in bases}
         self.configured = frozenset(self.bases)
@@ -93,6 +94,8 @@ class Gateway:
         self.engine_factory = engine_factory
         self.on_demand = on_demand or OnDemandSettings()
         self.max_lora_rank = max_lora_rank
+        self.lora_target_modules = lora_target_modules
+        """Layers the engines carry adapters on (None: every layer)."""
         self.router = router
         self.versions: dict[str, ServedVersion] = dict(self.bases)
         self.faults: dict[str, FaultProfile] = {}
@@ -139,6 +142,7 @@ class Gateway:
             router,
             functools.partial(on_demand_engine, settings),
             settings.on_demand,
+            None if settings.engine.lora_target_modules is None else frozenset(settings.engine.lora_target_modules),
         )
         gateway.access_log = settings.access_log.enabled
         gateway.breakers = Breakers(settings.breaker.consecutive_failures, settings.breaker.open_s)
@@ -368,6 +372,14 @@ class Gateway:
                 "(engine.max_lora_rank; 0 when engine.enable_lora is off).",
                 param="version",
                 code="adapter_rank_too_large",
+            )
+        if unserved := unserved_modules(model.path, self.lora_target_modules):
+            raise InvalidRequestError(
+                f"Adapter `{model.tag}` trains {', '.join(f'`{m}`' for m in unserved)}, but the engine carries "
+                f"adapters on {', '.join(sorted(self.lora_target_modules or ()))} only "
+                "(engine.lora_target_modules; null for every layer, at a cost on every token).",
+                param="version",
+                code="adapter_modules_not_served",
             )
         served = ServedVersion(model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name)
         self.versions[model.tag] = served

@@ -130,7 +130,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def random_adapters(settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Two servable adapters, one of too high a rank, and one registered for another base."""
+    """Two servable adapters, one of too high a rank, one on layers the engine does not carry adapters on, and one
+    registered for another base."""
     import bentoml
 
     from serving.registry.adapters import import_adapter
@@ -139,8 +140,10 @@ def random_adapters(settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     base = get_model(settings.model.name)
     root = tmp_path_factory.mktemp("adapters")
     made = {}
-    for key, rank, seed in [("a", 8, 1), ("b", 8, 2), ("wide", 32, 3)]:
-        path = build_random_adapter(base.path, root / key, rank, seed, ("q_proj", "v_proj"))
+    attention, mlp = ("q_proj", "v_proj"), ("gate_proj", "up_proj")
+    for key, rank, seed, targets in [("a", 8, 1, attention), ("b", 8, 2, attention), ("wide", 32, 3, attention),
+                                     ("mlp", 8, 4, mlp)]:  # fmt: skip
+        path = build_random_adapter(base.path, root / key, rank, seed, targets)
         made[key] = import_adapter(path, f"test-adapter-{key}", base)[0]
     other_base = RegisteredModel(tag="other-base:v1", path=base.path, labels={}, metadata={})
     made["foreign"] = import_adapter(root / "a", "test-adapter-foreign", other_base)[0]

@@ -133,6 +133,8 @@ class VllmBackend(Backend):
             args += ["--stream-interval", str(s.stream_interval)]
         if s.enable_lora:
             args += ["--enable-lora", "--max-loras", str(s.max_loras), "--max-lora-rank", str(s.max_lora_rank)]
+            if s.lora_target_modules is not None:
+                args += ["--lora-target-modules", *s.lora_target_modules]
             if s.max_cpu_loras is not None:
                 args += ["--max-cpu-loras", str(s.max_cpu_loras)]
         if not is_cpu_build():

@@ -13,8 +13,24 @@ from serving.registry.store import RegisteredModel, find_by_label, import_direct
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+def adapter_config(path: Path) -> dict:
+    return json.loads((path / ADAPTER_CONFIG).read_text())
+
+
 def adapter_rank(path: Path) -> int:
-    return int(json.loads((path / ADAPTER_CONFIG).read_text())["r"])
+    return int(adapter_config(path)["r"])
+
+
+def unserved_modules(path: Path, served: frozenset[str] | None) -> list[str]:
+    """The adapter's target modules an engine restricted to `served` (None: every layer) would silently skip.
+    PEFT also allows one string (a regex or `all-linear`): it cannot be checked against a list, so it counts
+    as unserved unless the engine wraps every layer."""
+    if served is None:
+        return []
+    targets = adapter_config(path)["target_modules"]
+    if isinstance(targets, str):
+        return [targets]
+    return sorted(set(targets) - served)
 
 
 def import_adapter(path: Path, name: str, base: RegisteredModel) -> tuple[RegisteredModel, bool]:

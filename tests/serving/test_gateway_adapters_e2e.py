@@ -51,7 +51,11 @@ def test_adapter_hot_load_serve_and_unload(server, client, random_adapters):
 
 @pytest.mark.parametrize(
     ("key", "status", "code"),
-    [("foreign", 400, "adapter_base_mismatch"), ("wide", 400, "adapter_rank_too_large")],
+    [
+        ("foreign", 400, "adapter_base_mismatch"),
+        ("wide", 400, "adapter_rank_too_large"),
+        ("mlp", 400, "adapter_modules_not_served"),
+    ],
 )
 def test_unservable_adapters_are_refused_with_reasons(server, random_adapters, key, status, code):
     response = load(server, random_adapters[key].tag)
@@ -60,6 +64,8 @@ def test_unservable_adapters_are_refused_with_reasons(server, random_adapters, k
     assert error["code"] == code
     if key == "foreign":
         assert "other-base:v1" in error["message"] and random_adapters["a"].labels["base"] in error["message"]
+    if key == "mlp":
+        assert "`gate_proj`, `up_proj`" in error["message"] and "engine.lora_target_modules" in error["message"]
 
 
 def test_unknown_versions_and_the_base_cannot_be_loaded_or_unloaded(server):

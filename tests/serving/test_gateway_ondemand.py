@@ -101,7 +101,7 @@ class Engines:
 @pytest.fixture(autouse=True)
 def registry(monkeypatch, tmp_path_factory):
     adapter_dir = tmp_path_factory.mktemp("lora")
-    (adapter_dir / "adapter_config.json").write_text('{"r": 8}')
+    (adapter_dir / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
     monkeypatch.setitem(REGISTRY, "lora:a", RegisteredModel("lora:a", adapter_dir, REGISTRY["lora:a"].labels, {}))
 
     def get_model(name: str, version: str | None = None) -> RegisteredModel:

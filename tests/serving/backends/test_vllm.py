@@ -37,6 +37,18 @@ def test_command_carries_the_engine_knobs(tmp_path):
     assert backend.managed
 
 
+def test_lora_layers_are_restricted_unless_null(tmp_path):
+    def lora_args(**knobs) -> list[str]:
+        command = VllmBackend(EngineSettings(**knobs), Path("/m"), "m", tmp_path / "log").command()
+        return command[command.index("--enable-lora") :] if "--enable-lora" in command else []
+
+    default = lora_args()
+    assert default[default.index("--max-lora-rank") + 1] == "8"
+    assert default[default.index("--lora-target-modules") + 1 :][:4] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert "--lora-target-modules" not in lora_args(lora_target_modules=None)
+    assert lora_args(enable_lora=False) == []
+
+
 def test_remote_url_means_no_child_process(tmp_path):
     backend = VllmBackend(EngineSettings(url="http://gpu-box:8000/"), Path("/m"), "m", tmp_path / "log")
     assert not backend.managed

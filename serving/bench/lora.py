@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -46,10 +47,10 @@ def register_merged(base: RegisteredModel, adapter: RegisteredModel, workdir: Pa
 
 
 KNOBS: tuple[tuple[str, dict[str, str], int], ...] = (
-    ("vLLM defaults: every layer, max rank 16",
+    ("vLLM defaults (all layers, rank 16)",
      {"SERVEKIT_ENGINE__LORA_TARGET_MODULES": "null", "SERVEKIT_ENGINE__MAX_LORA_RANK": "16"}, RANK),
-    ("max rank 16, rank-16 adapters", {"SERVEKIT_ENGINE__MAX_LORA_RANK": "16"}, 16),
-    ("max_loras=2 max_cpu_loras=2", {"SERVEKIT_ENGINE__MAX_LORAS": "2", "SERVEKIT_ENGINE__MAX_CPU_LORAS": "2"}, RANK),
+    ("rank-16 adapters", {"SERVEKIT_ENGINE__MAX_LORA_RANK": "16"}, 16),
+    ("max_loras=2, max_cpu_loras=2", {"SERVEKIT_ENGINE__MAX_LORAS": "2", "SERVEKIT_ENGINE__MAX_CPU_LORAS": "2"}, RANK),
 )  # fmt: skip
 """Engine knobs tried on the same load (full mode only, one engine start each): (label, settings, adapter rank)."""
 
@@ -95,7 +96,7 @@ def run(ctx: BenchContext) -> SectionResult:
             for label, env, rank in () if ctx.quick else KNOBS:
                 tried = adapters if rank == RANK else register_adapters(base, Path(tmp), rank)
                 created += [a for a in tried if a not in created]
-                with side_servekit(ctx, label.replace(" ", "-").replace("=", ""), env) as knob_url:
+                with side_servekit(ctx, re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-"), env) as knob_url:
                     for adapter in tried:
                         httpx.post(f"{knob_url}/admin/models/{adapter.tag}/load", timeout=300).raise_for_status()
                     knob_summaries += asyncio.run(
@@ -121,11 +122,11 @@ def run(ctx: BenchContext) -> SectionResult:
     ]  # fmt: skip
     if knob_summaries:
         pairs = [(base_s, mixed_s), *zip(knob_summaries[::2], knob_summaries[1::2], strict=True)]
-        groups = ["servekit defaults", *(b.name.split(", ", 1)[1] for b, _ in pairs[1:])]
+        groups = ["servekit defaults", *(b.name.removeprefix("base, ") for b, _ in pairs[1:])]
         panels.insert(1, (
             "output tokens/s (engine knobs)",
             {"base": [b.output_tok_s for b, _ in pairs], f"{ADAPTERS} adapters": [m.output_tok_s for _, m in pairs]},
-            [textwrap.fill(g, 18) for g in groups],
+            [textwrap.fill(g, 15) for g in groups],
         ))  # fmt: skip
     plot = plots.bars(
         ctx.out / "lora.png",

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import typer
 
 from training.config import TrainConfig, load_config
+from training.trainer import uses_bf16
 
 app = typer.Typer(add_completion=False)
 WARMUP_STEPS = 1
@@ -42,12 +44,10 @@ def _servekit(config: TrainConfig, base_path: Path) -> tuple[list[float], float,
 
 def _plain(config: TrainConfig, base_path: Path) -> tuple[list[float], float, list[int]]:
     """What a user writes without servekit: get_peft_model + Trainer with the matching arguments."""
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
     from training.data import collate, prepare
-    from training.trainer import uses_bf16
 
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     data = prepare(
@@ -113,6 +113,7 @@ def main(
         "tokens_per_s": tokens_per_step / step_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "final_loss": final_loss,
+        "precision": "bf16 autocast" if uses_bf16(config, torch.device("cpu")) else "fp32",
     }
     out.write_text(json.dumps(result, indent=2))
 

@@ -39,6 +39,7 @@ def run(config: TrainConfig, base_path: Path, base_tag: str, resume: bool = Fals
             "train_examples": len(data.train),
             "dropped_examples": data.dropped,
             "trainable_params": result.trainable_params,
+            "loss_positions": result.loss_positions,
             "seconds": round(result.seconds, 2),
             "loss_first": result.history[0][1],
             "loss_last": result.history[-1][1],

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from training import checkpoint
+from training import checkpoint, loss
 from training.config import TrainConfig
 from training.data import Example, PreparedData, collate
 from training.distributed import Dist, mean_across
@@ -43,6 +43,8 @@ class TrainResult:
     seconds: float
     step_seconds: list[float]
     """Wall time of each optimizer step run here (forward, backward, update; not checkpointing)."""
+    loss_positions: str
+    """`labelled` (the LM head only where a label is, `training.loss`) or `all` (the model's own loss)."""
 
 
 def load_base(base_path: Path, ctx: Dist) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -133,7 +135,9 @@ def train(
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batches = _batches(data.train, config, ctx, pad_id, state.step * config.grad_accumulation)
-    wrapped = DistributedDataParallel(model) if ctx.world_size > 1 else model
+    sample = {k: v.to(ctx.device) for k, v in collate(data.train[: config.batch_size], pad_id).items()}
+    objective = loss.choose(model, sample)
+    wrapped = DistributedDataParallel(objective) if ctx.world_size > 1 else objective
     model.train()
     progress = Progress(
         TextColumn("[bold]train"),
@@ -157,9 +161,9 @@ def train(
                 sync = contextlib.nullcontext() if last or ctx.world_size == 1 else wrapped.no_sync()
                 with sync:
                     with autocast(config, ctx.device):
-                        loss = wrapped(**batch, use_cache=False).loss / config.grad_accumulation
-                    loss.backward()
-                step_loss += loss.item()
+                        micro_loss = wrapped(**batch) / config.grad_accumulation
+                    micro_loss.backward()
+                step_loss += micro_loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
@@ -181,4 +185,5 @@ def train(
         trainable_params=sum(p.numel() for p in params),
         seconds=time.perf_counter() - clock,
         step_seconds=step_seconds,
+        loss_positions="labelled" if isinstance(objective, loss.AssistantTokenLoss) else "all",
     )

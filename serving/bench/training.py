@@ -15,12 +15,12 @@ from serving.registry.store import get_model
 EXAMPLE = Path(__file__).resolve().parents[2] / "training" / "examples" / "pirate.yaml"
 TRAINERS = ("servekit", "plain")
 LABELS = {"servekit": "servekit trainer", "plain": "PEFT + HF Trainer"}
-STEP_TIME_GOAL = 1.10
-"""servekit's step may cost at most 10 % more than plain Trainer's (it adds checkpoint bookkeeping only)."""
+GOAL = 1.0
+"""servekit's trainer must be at least as fast and as lean as plain PEFT + Trainer on the same work."""
 
 
 def run(ctx: BenchContext) -> SectionResult:
-    steps = 3 if ctx.quick else 12
+    steps = 3 if ctx.quick else 20
     base = get_model(ctx.settings.model.name, ctx.settings.model.version)
     rows = []
     task = ctx.progress.add_task(f"training: {steps} steps each", total=len(TRAINERS))
@@ -37,22 +37,26 @@ def run(ctx: BenchContext) -> SectionResult:
     ctx.progress.remove_task(task)
     ours, plain = rows
     ratio = ours["step_s_p50"] / plain["step_s_p50"]  # the median: one step slowed by a neighbour skews a mean
+    rss_ratio = ours["peak_rss_mib"] / plain["peak_rss_mib"]
     names = [LABELS[r["trainer"]] for r in rows]
     plot = plots.bars(
         ctx.out / "training.png",
-        f"LoRA fine-tuning, pirate example: {steps} steps, batch 8, seq <= 128, bf16 autocast",
+        f"LoRA fine-tuning, pirate example: {steps} steps, batch 8, seq <= 128, {ours['precision']}",
         [
             ("median step time, s", {"s": [r["step_s_p50"] for r in rows]}, names),
             ("tokens/s", {"tok/s": [r["tokens_per_s"] for r in rows]}, names),
             ("peak RSS, MiB", {"MiB": [r["peak_rss_mib"] for r in rows]}, names),
         ],
-        caption=f"median step time servekit / plain = {ratio:.2f}x",
+        caption=f"servekit / plain: median step time {ratio:.2f}x, peak RSS {rss_ratio:.2f}x",
     )
-    target = Target(
-        "median step time servekit / plain Trainer", ratio, f"<= {STEP_TIME_GOAL:.2f}x", ratio <= STEP_TIME_GOAL
-    )
+    targets = [
+        Target("median step time servekit / plain Trainer", ratio, f"<= {GOAL:.1f}x", ratio <= GOAL),
+        Target("peak RSS servekit / plain Trainer", rss_ratio, f"<= {GOAL:.1f}x", rss_ratio <= GOAL),
+    ]
     notes = [
         "same tokenized data, LoRA r=8 on q/k/v/o, AdamW, linear schedule, clip 1.0; first step left out of the mean",
+        "each trainer shuffles with its own sampler, so the batches (and their padded widths) differ between the two",
+        "servekit runs the LM head only at labelled (assistant) positions (training/loss.py); Trainer at every one",
         "tokens/s = mean example length x batch size / mean step time",
     ]
-    return SectionResult("training", rows, [target], [plot], notes)
+    return SectionResult("training", rows, targets, [plot], notes)

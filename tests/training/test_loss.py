@@ -1,0 +1,75 @@
+"""The labelled-positions loss against the model's own, on a tiny randomly initialised Llama."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from training.data import IGNORE_INDEX
+from training.loss import AssistantTokenLoss, ModelLoss, agrees_with_model, choose
+
+
+@pytest.fixture
+def peft_model() -> PeftModel:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True,
+    )  # fmt: skip
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    return get_peft_model(LlamaForCausalLM(config), lora)
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    """Two rows, the second padded; labels only on the last tokens of each row (the assistant's)."""
+    ids = torch.randint(0, 97, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 7:] = ids[0, 7:]
+    labels[1, 5:9] = ids[1, 5:9]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def test_equals_the_model_loss_and_its_gradients(peft_model, batch):
+    fast, full = AssistantTokenLoss(peft_model), ModelLoss(peft_model)
+
+    def grads(objective: torch.nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        peft_model.zero_grad(set_to_none=True)
+        value = objective(**batch)
+        value.backward()
+        return value.detach(), [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]
+
+    fast_value, fast_grads = grads(fast)
+    full_value, full_grads = grads(full)
+    torch.testing.assert_close(fast_value, full_value, rtol=1e-5, atol=1e-6)
+    assert fast_grads and all(g.abs().sum() > 0 for g in full_grads[1::2]), "LoRA B matrices got no gradient"
+    for mine, theirs in zip(fast_grads, full_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_choose_takes_the_fast_loss_when_it_agrees(peft_model, batch):
+    assert agrees_with_model(AssistantTokenLoss(peft_model), batch)
+    assert isinstance(choose(peft_model, batch), AssistantTokenLoss)
+
+
+def test_choose_falls_back_when_the_head_is_not_a_plain_projection(peft_model, batch):
+    """Like Cohere's logit_scale or Gemma's soft-capping: the model's forward changes the logits after the head."""
+    causal_lm = peft_model.get_base_model()
+    plain_forward = causal_lm.forward
+
+    def scaled_forward(*args: Any, labels: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        out = plain_forward(*args, **kwargs)
+        out.logits = out.logits * 3.0
+        out.loss = causal_lm.loss_function(logits=out.logits, labels=labels, vocab_size=97)
+        return out
+
+    causal_lm.forward = scaled_forward
+    chosen = choose(peft_model, batch)
+    assert isinstance(chosen, ModelLoss)
+    assert chosen.training, "the check must leave the model in training mode"

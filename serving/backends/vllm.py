@@ -27,6 +27,7 @@ from serving.errors import (
     InvalidRequestError,
     ServekitError,
 )
+from serving.hardware import cpu_dtype
 from serving.settings import EngineSettings
 
 CONTEXT_LENGTH_MARKERS = ("maximum context length", "max_model_len")
@@ -124,7 +125,7 @@ class VllmBackend(Backend):
             "--port", str(s.port),
             "--max-model-len", str(s.max_model_len),
             "--max-num-seqs", str(s.max_num_seqs),
-            "--dtype", s.dtype,
+            "--dtype", cpu_dtype(s.dtype) if is_cpu_build() else s.dtype,
             "--disable-uvicorn-access-log",
         ]  # fmt: skip
         if s.enforce_eager:

@@ -11,13 +11,14 @@ import time
 from loadtest.bench import TargetSummary, compare_gateway, prompts
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
+from serving.hardware import cpu_dtype
 from serving.registry.store import get_model
 
 GOAL = 15.0
 CONCURRENCY = 32
 
 
-def hf_sequential(ctx: BenchContext, count: int, max_tokens: int) -> dict[str, float]:
+def hf_sequential(ctx: BenchContext, count: int, max_tokens: int, dtype: str) -> dict[str, float]:
     """Greedy `generate` of exactly `max_tokens` new tokens per prompt (as `ignore_eos` does for the server)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -27,7 +28,7 @@ def hf_sequential(ctx: BenchContext, count: int, max_tokens: int) -> dict[str, f
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
     task = ctx.progress.add_task("baseline: transformers generate", total=count)
     generated, started = 0, time.perf_counter()
     for prompt in prompts(count):
@@ -61,7 +62,8 @@ def servekit_at(ctx: BenchContext, concurrency: int, max_tokens: int) -> TargetS
 def run(ctx: BenchContext) -> SectionResult:
     concurrency, count, max_tokens = (2, 1, 8) if ctx.quick else (CONCURRENCY, 4, 128)
     ours = servekit_at(ctx, concurrency, max_tokens)
-    naive = hf_sequential(ctx, count, max_tokens)
+    dtype = cpu_dtype(ctx.settings.engine.dtype)  # the engine's: same arithmetic on both sides
+    naive = hf_sequential(ctx, count, max_tokens, dtype)
     ratio = ours.output_tok_s / naive["output_tok_s"]
     rows = [
         {"target": f"servekit @{concurrency} streams", "output_tok_s": ours.output_tok_s, "requests": ours.requests},
@@ -74,4 +76,5 @@ def run(ctx: BenchContext) -> SectionResult:
         caption=f"servekit / transformers = {ratio:.1f}x (goal >= {GOAL:g}x)",
     )
     target = Target(f"output tok/s servekit @{concurrency} / transformers", ratio, f">= {GOAL:g}x", ratio >= GOAL)
-    return SectionResult("baseline", rows, [target], [plot], ["transformers: bf16, greedy, all cores, one at a time"])
+    notes = [f"transformers: {dtype}, greedy, all cores, one at a time"]
+    return SectionResult("baseline", rows, [target], [plot], notes)

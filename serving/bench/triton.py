@@ -143,8 +143,8 @@ def run(ctx: BenchContext) -> SectionResult:
     )
     targets = [Target("Triton dynamic batching / batch 1 (req/s)", speedup, f">= {BATCHING_GOAL:g}x", speedup >= 4)]
     notes = [
-        "Triton runs transformers in its Python backend (CPU, bf16) and batches whole requests; vLLM batches per "
-        "token step (continuous batching) with paged attention",
+        "Triton runs transformers in its Python backend (CPU, bfloat16 where native, else float32) and batches "
+        "whole requests; vLLM batches per token step (continuous batching) with paged attention",
         "executions < requests in the batched run is Triton's own evidence that requests were batched",
     ]
     return SectionResult("triton", rows, targets, [plot], notes)

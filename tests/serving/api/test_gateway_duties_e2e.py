@@ -143,8 +143,8 @@ def test_access_log_is_json_per_request_without_the_key(guarded):
 
 
 def test_accepted_rate_matches_the_configured_limit(guarded):
-    """Two clients hammer for WINDOW_S with a key limited to METERED_RPM: the bucket lets its burst (one minute's
-    worth) through, then METERED_RPM / 60 per second; accepted requests must be within 5 % of that."""
+    """Two clients (the in-flight cap) hammer for WINDOW_S with a key limited to METERED_RPM: the bucket lets its
+    burst (one minute's worth) through, then METERED_RPM / 60 per second; accepted requests must be within 5 %."""
     base_url, _ = guarded
     window_s = 24.0
     headers = {"Authorization": f"Bearer {METERED_KEY}"}
@@ -180,20 +180,19 @@ def test_accepted_rate_matches_the_configured_limit(guarded):
 
 def test_tokens_per_minute_charge_estimates_and_refuse_oversized_requests(guarded):
     base_url, _ = guarded
-    headers = {"Authorization": f"Bearer {TOKENS_KEY}"}
     url = f"{base_url}/v1/chat/completions"
-    too_big = httpx.post(url, headers=headers, json={
-        "model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": TOKENS_TPM + 1,
-    })  # fmt: skip
+    small = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+    # 100 tokens of one stream take seconds on a small CPU: more than httpx's 5 s default
+    with httpx.Client(headers={"Authorization": f"Bearer {TOKENS_KEY}"}, timeout=120) as http:
+        too_big = http.post(url, json={**small, "max_tokens": TOKENS_TPM + 1})
+        first = http.post(url, json=small)
+        refused = [http.post(url, json=small) for _ in range(4)]
     assert too_big.status_code == 429
     assert too_big.json()["error"]["type"] == "tokens" and "too large" in too_big.json()["error"]["message"]
-    small = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
-    first = httpx.post(url, headers=headers, json=small)
     assert first.status_code == 200
     remaining = int(first.headers["x-ratelimit-remaining-tokens"])
     assert first.headers["x-ratelimit-limit-tokens"] == str(TOKENS_TPM)
     assert remaining <= TOKENS_TPM - 100  # charged up front: prompt estimate + max_tokens
-    refused = [httpx.post(url, headers=headers, json=small) for _ in range(4)]
     assert any(r.status_code == 429 and r.json()["error"]["type"] == "tokens" for r in refused)
 
 

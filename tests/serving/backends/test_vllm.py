@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+from serving.backends import vllm
 from serving.backends.vllm import VllmBackend, cpu_bind_list, translate_error
 from serving.errors import (
     ContextLengthExceededError,
@@ -47,6 +48,19 @@ def test_lora_layers_are_restricted_unless_null(tmp_path):
     assert default[default.index("--lora-target-modules") + 1 :][:4] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert "--lora-target-modules" not in lora_args(lora_target_modules=None)
     assert lora_args(enable_lora=False) == []
+
+
+def test_auto_dtype_is_resolved_for_the_cpu_build_and_left_to_vllm_on_cuda(tmp_path, monkeypatch):
+    def dtype_flag(setting: str) -> str:
+        command = VllmBackend(EngineSettings(dtype=setting), Path("/m"), "m", tmp_path / "log").command()
+        return command[command.index("--dtype") + 1]
+
+    monkeypatch.setattr(vllm, "is_cpu_build", lambda: True)
+    monkeypatch.setattr(vllm, "cpu_dtype", lambda setting: {"auto": "float32"}.get(setting, setting))
+    assert dtype_flag("auto") == "float32"
+    assert dtype_flag("bfloat16") == "bfloat16"
+    monkeypatch.setattr(vllm, "is_cpu_build", lambda: False)
+    assert dtype_flag("auto") == "auto"
 
 
 def test_remote_url_means_no_child_process(tmp_path):

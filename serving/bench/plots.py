@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -46,8 +47,17 @@ def lines(path: Path, title: str, xlabel: str, panels: list[tuple[str, list[floa
     return _save(fig, path, title)
 
 
+TITLE_CHARS_PER_INCH = 9
+"""About how many characters of a 12 pt title fit in one inch of figure width."""
+
+
+def fitted_title(title: str, width_in: float) -> str:
+    """The title broken into lines that fit the figure's width (a one-panel figure cut long titles off)."""
+    return "\n".join(textwrap.wrap(title, int(width_in * TITLE_CHARS_PER_INCH)))
+
+
 def _save(fig: plt.Figure, path: Path, title: str, caption: str = "") -> Path:
-    fig.suptitle(title)
+    fig.suptitle(fitted_title(title, fig.get_figwidth()))
     if caption:
         fig.text(0.5, 0.01, caption, ha="center", fontsize=9)
     fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))

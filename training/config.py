@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 
 class LoraSettings(BaseModel):
@@ -21,8 +21,9 @@ class LoraSettings(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """Everything that determines a run. All fields except `output_dir` and `checkpoint_every` enter the
-    adapter's version hash, so the same base, data and hyper-parameters give the same version id."""
+    """Everything that determines a run. All fields except `output_dir`, `checkpoint_every` and
+    `max_pass_tokens` (same gradient either way) enter the adapter's version hash, so the same base, data and
+    hyper-parameters give the same version id."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,6 +38,13 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides `epochs` when set.")
     batch_size: int = Field(4, gt=0, description="Per-process micro-batch size.")
     grad_accumulation: int = Field(1, gt=0)
+    max_pass_tokens: PositiveInt | Literal["auto"] | None = Field(
+        "auto",
+        description="Padded tokens per forward/backward pass: a larger micro-batch runs as several passes with "
+        "the same loss and gradient, so activation memory stays bounded by this instead of the batch. `auto`: "
+        "512 on a CPU (where that many tokens already keep the matmuls busy), one pass per micro-batch on a GPU; "
+        "null: always one pass.",
+    )
     max_seq_len: int = Field(512, gt=8)
     truncation_side: Literal["left", "right"] = "right"
     seed: int = 42
@@ -66,7 +74,9 @@ class TrainConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """The fields that define what gets trained (not where it is written or how often it is saved)."""
-        return self.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "dataset"})
+        return self.model_dump(
+            mode="json", exclude={"output_dir", "checkpoint_every", "dataset", "max_pass_tokens"}
+        )  # fmt: skip
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

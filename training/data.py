@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,25 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def labelled_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Positions the causal-LM loss averages over: those whose next token carries a label."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def split_for_passes(batch: dict[str, torch.Tensor], max_tokens: int | None) -> list[dict[str, torch.Tensor]]:
+    """A micro-batch as the fewest even row chunks of at most `max_tokens` padded tokens each (one row per chunk
+    when a row alone is longer), rows sorted by length and each chunk cut to its longest row. Forward/backward
+    per chunk (losses weighted by labelled tokens) gives the micro-batch's gradient while holding only one
+    chunk's activations, the bulk of a LoRA step's memory, and the shorter chunks carry less padding."""
+    rows, width = batch["input_ids"].shape
+    if max_tokens is None or rows * width <= max_tokens:
+        return [batch]
+    lengths = batch["attention_mask"].sum(dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    parts = torch.tensor_split(order, math.ceil(rows / max(1, max_tokens // width)))
+    return [{key: value[part, : int(lengths[part].max())] for key, value in batch.items()} for part in parts]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from training.data import IGNORE_INDEX
 
 
 class AssistantTokenLoss(torch.nn.Module):
-    """Mean next-token cross-entropy over labelled positions, as the model's own loss defines it."""
+    """Mean next-token cross-entropy over labelled positions, as the model's own loss defines it; with
+    `num_items_in_batch` (transformers' name), the sum divided by it: a part of a larger batch's mean."""
 
     def __init__(self, model: PeftModel) -> None:
         super().__init__()
@@ -27,12 +28,20 @@ class AssistantTokenLoss(torch.nn.Module):
         self.body = causal_lm.get_decoder()
         self.head = causal_lm.get_output_embeddings()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: int | None = None,
+    ) -> torch.Tensor:
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
         logits = self.head(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep])
+        if num_items_in_batch is None:
+            return F.cross_entropy(logits.float(), targets[keep])
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum") / num_items_in_batch
 
 
 class ModelLoss(torch.nn.Module):
@@ -42,8 +51,17 @@ class ModelLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: int | None = None,
+    ) -> torch.Tensor:
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False,
+            num_items_in_batch=num_items_in_batch,
+        ).loss  # fmt: skip
 
 
 def choose(model: PeftModel, sample: dict[str, torch.Tensor]) -> AssistantTokenLoss | ModelLoss:

@@ -57,6 +57,7 @@ def run(ctx: BenchContext) -> SectionResult:
         "same tokenized data, LoRA r=8 on q/k/v/o, AdamW, linear schedule, clip 1.0; first step left out of the mean",
         "each trainer shuffles with its own sampler, so the batches (and their padded widths) differ between the two",
         "servekit runs the LM head only at labelled (assistant) positions (training/loss.py); Trainer at every one",
+        "servekit runs a micro-batch over 512 padded tokens as several passes, same gradient (max_pass_tokens)",
         "tokens/s = mean example length x batch size / mean step time",
     ]
     return SectionResult("training", rows, targets, [plot], notes)

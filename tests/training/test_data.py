@@ -3,9 +3,21 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
-from training.data import IGNORE_INDEX, DatasetError, file_sha256, load_conversations, split, tokenize
+from training.data import (
+    IGNORE_INDEX,
+    DatasetError,
+    Example,
+    collate,
+    file_sha256,
+    labelled_tokens,
+    load_conversations,
+    split,
+    split_for_passes,
+    tokenize,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +71,33 @@ def test_split_is_deterministic_by_seed():
     assert first != split(items, 0.1, seed=2)
     train, evaluation = first
     assert len(evaluation) == 10 and sorted(train + evaluation) == items
+
+
+def _batch(lengths: list[int]) -> dict[str, torch.Tensor]:
+    """Rows whose token ids are their row number (so a chunk's rows can be identified), labelled past half."""
+    examples = [
+        Example([row + 1] * n, [IGNORE_INDEX] * (n // 2) + [row + 1] * (n - n // 2)) for row, n in enumerate(lengths)
+    ]
+    return collate(examples, pad_id=0)
+
+
+@pytest.mark.parametrize("max_tokens", [7, 24, 40, 64])
+def test_passes_cover_every_row_once_within_the_budget(max_tokens):
+    batch = _batch([12, 3, 9, 12, 5, 1, 8])
+    passes = split_for_passes(batch, max_tokens)
+    rows = sorted(int(part["input_ids"][i, 0]) for part in passes for i in range(part["input_ids"].shape[0]))
+    assert rows == list(range(1, 8))
+    assert len(passes) > 1
+    for part in passes:
+        assert part["input_ids"].numel() <= max(max_tokens, 12), "a chunk over the budget (beyond one long row)"
+        assert part["attention_mask"][:, -1].any(), "a chunk keeps padding its longest row does not need"
+        for i in range(part["input_ids"].shape[0]):
+            n = int(part["attention_mask"][i].sum())
+            assert (part["input_ids"][i, :n] == part["input_ids"][i, 0]).all()
+    assert sum(labelled_tokens(part) for part in passes) == labelled_tokens(batch)
+
+
+def test_a_batch_within_the_budget_is_one_pass():
+    batch = _batch([4, 6])
+    assert split_for_passes(batch, 12) == [batch]
+    assert split_for_passes(batch, None) == [batch]

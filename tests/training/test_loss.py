@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from training.data import IGNORE_INDEX
+from training.data import IGNORE_INDEX, labelled_tokens, split_for_passes
 from training.loss import AssistantTokenLoss, ModelLoss, agrees_with_model, choose
 
 
@@ -50,6 +50,28 @@ def test_equals_the_model_loss_and_its_gradients(peft_model, batch):
     torch.testing.assert_close(fast_value, full_value, rtol=1e-5, atol=1e-6)
     assert fast_grads and all(g.abs().sum() > 0 for g in full_grads[1::2]), "LoRA B matrices got no gradient"
     for mine, theirs in zip(fast_grads, full_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", [AssistantTokenLoss, ModelLoss])
+def test_passes_weighted_by_labelled_tokens_give_the_whole_batch_gradient(peft_model, batch, objective):
+    loss = objective(peft_model)
+
+    def grads(parts: list[dict[str, torch.Tensor]], total: int | None) -> tuple[float, list[torch.Tensor]]:
+        peft_model.zero_grad(set_to_none=True)
+        value = 0.0
+        for part in parts:
+            part_loss = loss(**part, num_items_in_batch=total)
+            part_loss.backward()
+            value += part_loss.item()
+        return value, [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]
+
+    passes = split_for_passes(batch, 12)
+    assert len(passes) == 2
+    split_value, split_grads = grads(passes, labelled_tokens(batch))
+    whole_value, whole_grads = grads([batch], None)
+    assert split_value == pytest.approx(whole_value, rel=1e-5)
+    for mine, theirs in zip(split_grads, whole_grads, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.training.conftest import TINY
@@ -76,3 +77,18 @@ def test_precision_auto_takes_bf16_only_where_it_is_fast():
     assert uses_bf16(TrainConfig(**{**TINY, "precision": "bf16"}), cpu)
     assert not uses_bf16(TrainConfig(**{**TINY, "precision": "fp32"}), cpu)
     assert uses_bf16(TrainConfig(**{**TINY, "precision": "auto"}), cpu) == torch.cpu._is_amx_tile_supported()
+
+
+def test_pass_tokens_auto_bounds_passes_on_cpu_only():
+    import torch
+
+    from training.config import TrainConfig
+    from training.trainer import CPU_PASS_TOKENS, pass_tokens
+
+    auto = TrainConfig(**TINY)
+    assert pass_tokens(auto, torch.device("cpu")) == CPU_PASS_TOKENS
+    assert pass_tokens(auto, torch.device("cuda")) is None
+    assert pass_tokens(TrainConfig(**{**TINY, "max_pass_tokens": 64}), torch.device("cuda")) == 64
+    assert pass_tokens(TrainConfig(**{**TINY, "max_pass_tokens": None}), torch.device("cpu")) is None
+    with pytest.raises(ValueError):
+        TrainConfig(**{**TINY, "max_pass_tokens": 0})

@@ -157,7 +157,9 @@ class TritonSettings(BaseModel):
     instance_count: int = Field(1, ge=1, description="Model instances (each loads its own copy of the weights).")
     max_model_len: int = Field(2048, ge=16, description="Prompt + completion tokens allowed per request.")
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
-        "auto", description="`auto`: bfloat16 where the CPU supports it (about 2x faster here), else float32."
+        "auto",
+        description="`auto`: bfloat16 where the CPU computes it natively (AMX / AVX512-BF16), else float32 "
+        "(`serving.hardware`, the same rule as the vLLM engine's).",
     )
     startup_timeout_s: float = 300.0
 

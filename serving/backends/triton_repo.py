@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+from serving.hardware import cpu_dtype
 from serving.settings import TritonSettings
 
 MODEL_TEMPLATE = Path(__file__).parent / "triton_model" / "model.py"
@@ -31,7 +32,11 @@ def config_pbtxt(model_name: str, settings: TritonSettings, model_path: Path) ->
         if settings.preferred_batch_sizes:
             preferred = f" preferred_batch_size: [ {', '.join(map(str, settings.preferred_batch_sizes))} ]"
         batching = f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_queue_delay_us}{preferred} }}\n"
-    parameters = {"model_path": str(model_path), "max_model_len": str(settings.max_model_len), "dtype": settings.dtype}
+    parameters = {
+        "model_path": str(model_path),
+        "max_model_len": str(settings.max_model_len),
+        "dtype": cpu_dtype(settings.dtype),  # resolved here: the model runs in Triton's venv, without servekit
+    }
     parameter_lines = ",\n".join(
         f"  {{ key: {json.dumps(key)} value: {{ string_value: {json.dumps(value)} }} }}"
         for key, value in parameters.items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from serving.backends.triton_repo import config_pbtxt, triton_model_name, write_repository
+from serving.hardware import cpu_dtype
 from serving.settings import TritonSettings
 
 
@@ -45,3 +46,12 @@ def test_repository_is_rewritten_from_current_settings(tmp_path):
     assert "max_batch_size: 2" in (model_dir / "config.pbtxt").read_text()
     assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.py"]
     assert "class TritonPythonModel" in (model_dir / "1" / "model.py").read_text()
+
+
+def test_dtype_reaches_the_model_resolved():
+    """The model runs in Triton's own venv without servekit: `auto` is resolved before it is written."""
+    resolved = config_pbtxt("m", TritonSettings(dtype="auto"), Path("/m"))
+    assert f'{{ key: "dtype" value: {{ string_value: "{cpu_dtype("auto")}" }} }}' in resolved
+    assert cpu_dtype("auto") in {"bfloat16", "float32"}
+    explicit = config_pbtxt("m", TritonSettings(dtype="float32"), Path("/m"))
+    assert '{ key: "dtype" value: { string_value: "float32" } }' in explicit

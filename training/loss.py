@@ -51,17 +51,8 @@ class ModelLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor,
-        num_items_in_batch: int | None = None,
-    ) -> torch.Tensor:
-        return self.model(
-            input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False,
-            num_items_in_batch=num_items_in_batch,
-        ).loss  # fmt: skip
+    def forward(self, num_items_in_batch: int | None = None, **batch: torch.Tensor) -> torch.Tensor:
+        return self.model(**batch, use_cache=False, num_items_in_batch=num_items_in_batch).loss
 
 
 def choose(model: PeftModel, sample: dict[str, torch.Tensor]) -> AssistantTokenLoss | ModelLoss:

@@ -19,8 +19,8 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from training.config import TrainConfig
-from training.data import IGNORE_INDEX, Example, Message, collate
-from training.trainer import autocast
+from training.data import Example, Message, collate, labelled_tokens, split_for_passes
+from training.trainer import autocast, pass_tokens
 
 EVAL_FILE = "eval.json"
 LOSS_PLOT = "loss.png"
@@ -33,12 +33,15 @@ def eval_loss(model: PeftModel, examples: list[Example], config: TrainConfig, pa
         return None
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
+    budget = pass_tokens(config, device)  # the training passes' memory bound holds here too
     for start in range(0, len(examples), config.batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start : start + config.batch_size], pad_id).items()}
-        count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        with autocast(config, device):
-            total += model(**batch).loss.item() * count
-        tokens += count
+        for part in split_for_passes(collate(examples[start : start + config.batch_size], pad_id), budget):
+            count = labelled_tokens(part)
+            if count == 0:
+                continue
+            with autocast(config, device):
+                total += model(**{k: v.to(device) for k, v in part.items()}).loss.item() * count
+            tokens += count
     return total / tokens
 
 

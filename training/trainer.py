@@ -147,7 +147,9 @@ def train(
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batches = _batches(data.train, config, ctx, pad_id, state.step * config.grad_accumulation)
-    sample = {k: v.to(ctx.device) for k, v in collate(data.train[: config.batch_size], pad_id).items()}
+    budget = pass_tokens(config, ctx.device)
+    first_pass = split_for_passes(collate(data.train[: config.batch_size], pad_id), budget)[0]
+    sample = {k: v.to(ctx.device) for k, v in first_pass.items()}  # checked within the same memory bound
     objective = loss.choose(model, sample)
     wrapped = DistributedDataParallel(objective) if ctx.world_size > 1 else objective
     model.train()
@@ -170,7 +172,7 @@ def train(
             for micro in range(config.grad_accumulation):
                 batch = next(batches)
                 labelled = labelled_tokens(batch)
-                passes = split_for_passes(batch, pass_tokens(config, ctx.device))
+                passes = split_for_passes(batch, budget)
                 for index, part in enumerate(passes):
                     last = micro == config.grad_accumulation - 1 and index == len(passes) - 1
                     sync = contextlib.nullcontext() if last or ctx.world_size == 1 else wrapped.no_sync()

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from serving.registry.store import get_model
 from training.config import TrainConfig
@@ -27,6 +29,7 @@ TINY: dict[str, Any] = {
     "truncation_side": "left",
     "eval_fraction": 0.02,
     "precision": "fp32",
+    "max_pass_tokens": 48,  # several passes per micro-batch, so every real run here goes through them
     "checkpoint_every": 2,
     "sample_prompts": ["What is the capital of France?"],
     "sample_max_new_tokens": 6,
@@ -49,3 +52,14 @@ def trained(tiny_config: TrainConfig, base_model) -> dict[str, Any]:
     manifest = run(tiny_config, base_model.path, base_model.tag)
     assert manifest is not None
     return manifest
+
+
+@pytest.fixture
+def peft_model() -> PeftModel:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True,
+    )  # fmt: skip
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    return get_peft_model(LlamaForCausalLM(config), lora)

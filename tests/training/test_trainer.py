@@ -85,7 +85,7 @@ def test_pass_tokens_auto_bounds_passes_on_cpu_only():
     from training.config import TrainConfig
     from training.trainer import CPU_PASS_TOKENS, pass_tokens
 
-    auto = TrainConfig(**TINY)
+    auto = TrainConfig(**{**TINY, "max_pass_tokens": "auto"})
     assert pass_tokens(auto, torch.device("cpu")) == CPU_PASS_TOKENS
     assert pass_tokens(auto, torch.device("cuda")) is None
     assert pass_tokens(TrainConfig(**{**TINY, "max_pass_tokens": 64}), torch.device("cuda")) == 64

@@ -176,10 +176,10 @@ def train(
                 for index, part in enumerate(passes):
                     last = micro == config.grad_accumulation - 1 and index == len(passes) - 1
                     sync = contextlib.nullcontext() if last or ctx.world_size == 1 else wrapped.no_sync()
+                    inputs = {k: v.to(ctx.device) for k, v in part.items()}
                     with sync:
                         with autocast(config, ctx.device):
-                            part = {k: v.to(ctx.device) for k, v in part.items()}
-                            part_loss = wrapped(**part, num_items_in_batch=labelled) / config.grad_accumulation
+                            part_loss = wrapped(**inputs, num_items_in_batch=labelled) / config.grad_accumulation
                         part_loss.backward()
                     step_loss += part_loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -1,7 +1,8 @@
 """Side-by-side streaming measurement of OpenAI endpoints (HTTP only): what `servekit bench` compares with.
 
-Rounds alternate the order (A B, B A, ...) so drift on a noisy machine cancels out; every request generates
-exactly `max_tokens` (`ignore_eos`), so targets do equal work."""
+Rounds alternate the order (A B, B A, ...) so drift on a noisy machine cancels out, and round i of each target
+forms a pair that `Paired` compares; every request generates exactly `max_tokens` (`ignore_eos`), so targets do
+equal work."""
 
 from __future__ import annotations
 
@@ -66,7 +67,11 @@ class TargetSummary:
         )
 
 
-async def compare_gateway(
+Round = tuple[list[StreamResult], float]
+"""One target's streams in one round, and the round's wall time."""
+
+
+async def run_rounds(
     targets: dict[str, str],
     model: str,
     concurrency: int,
@@ -75,13 +80,14 @@ async def compare_gateway(
     requests: int | None = None,
     progress: Progress | None = None,
     models: dict[str, str | list[str]] | None = None,
-) -> dict[str, TargetSummary]:
+) -> dict[str, list[Round]]:
     """Run `rounds` alternating rounds of `requests` streams (default: `concurrency`), at most `concurrency` in
-    flight, against each target (URL); aggregate per target. `models` overrides `model` for some targets."""
+    flight, against each target (URL). Round i of every target ran back to back with the others: a pair.
+    `models` overrides `model` for some targets."""
     chosen = {name: (models or {}).get(name, model) for name in targets}
     batch = prompts(requests or concurrency)
     extra = {"ignore_eos": True, "temperature": 0}  # every request generates exactly max_tokens
-    collected: dict[str, tuple[list[StreamResult], float]] = {name: ([], 0.0) for name in targets}
+    measured: dict[str, list[Round]] = {name: [] for name in targets}
     names = list(targets)
     owned = progress is None
     progress = progress or Progress(console=console)
@@ -95,21 +101,60 @@ async def compare_gateway(
         for round_index in range(rounds):
             for name in names if round_index % 2 == 0 else reversed(names):
                 progress.update(task, description=f"c={concurrency} round {round_index + 1}/{rounds}: {name}")
-                results, wall = await run_concurrent(targets[name], chosen[name], batch, max_tokens, concurrency, extra)
-                previous, previous_wall = collected[name]
-                collected[name] = (previous + results, previous_wall + wall)
+                measured[name].append(
+                    await run_concurrent(targets[name], chosen[name], batch, max_tokens, concurrency, extra)
+                )
                 progress.advance(task)
     finally:
         progress.remove_task(task)
         if owned:
             progress.stop()
-    return {name: TargetSummary.of(name, *collected[name]) for name in names}
+    return measured
 
 
-def ratios(candidate: TargetSummary, baseline: TargetSummary) -> dict[str, float]:
-    return {
-        "throughput_ratio": candidate.output_tok_s / baseline.output_tok_s,
-        "req_s_ratio": candidate.req_s / baseline.req_s,
-        "ttft_p50_overhead_ms": candidate.ttft_p50_ms - baseline.ttft_p50_ms,
-        "ttft_p95_overhead_ms": candidate.ttft_p95_ms - baseline.ttft_p95_ms,
-    }
+def summarise(name: str, rounds: list[Round]) -> TargetSummary:
+    """All of a target's rounds as one summary (tokens over the summed wall time)."""
+    return TargetSummary.of(name, [r for results, _ in rounds for r in results], sum(wall for _, wall in rounds))
+
+
+async def compare_gateway(
+    targets: dict[str, str],
+    model: str,
+    concurrency: int,
+    max_tokens: int,
+    rounds: int,
+    requests: int | None = None,
+    progress: Progress | None = None,
+    models: dict[str, str | list[str]] | None = None,
+) -> dict[str, TargetSummary]:
+    """`run_rounds`, each target's rounds aggregated into one summary."""
+    measured = await run_rounds(targets, model, concurrency, max_tokens, rounds, requests, progress, models)
+    return {name: summarise(name, target_rounds) for name, target_rounds in measured.items()}
+
+
+@dataclass
+class Paired:
+    """A candidate against a baseline pair by pair (rounds run back to back). A slow minute on a shared machine
+    hits both sides of a pair, and the median over pairs ignores the pair a neighbour's burst spoiled: an
+    aggregate over rounds would carry it."""
+
+    throughput_ratios: list[float]
+    ttft_p50_overheads_ms: list[float]
+
+    @classmethod
+    def of(cls, candidate: list[Round], baseline: list[Round]) -> Paired:
+        pairs = [
+            (summarise("candidate", [c]), summarise("baseline", [b])) for c, b in zip(candidate, baseline, strict=True)
+        ]
+        return cls(
+            throughput_ratios=[c.output_tok_s / b.output_tok_s for c, b in pairs],
+            ttft_p50_overheads_ms=[c.ttft_p50_ms - b.ttft_p50_ms for c, b in pairs],
+        )
+
+    @property
+    def throughput_ratio(self) -> float:
+        return statistics.median(self.throughput_ratios)
+
+    @property
+    def ttft_p50_overhead_ms(self) -> float:
+        return statistics.median(self.ttft_p50_overheads_ms)

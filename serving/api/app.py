@@ -26,8 +26,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(admin_router)
-    app.include_router(openai_router)
+    app.include_router(openai_router)  # first: routes match in order, and the completion routes are the hot path
     app.include_router(ops_router)
+    app.include_router(admin_router)
     app.include_router(fallback_router)
     return app

@@ -14,12 +14,25 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+FD_DIR = "/proc/self/fd"
 
 
 def die_with_parent() -> None:
     """Runs in a child before exec: if servekit's process dies abruptly, the kernel sends the child SIGTERM
     instead of leaving an orphan holding its port (and, for an engine, gigabytes of KV cache)."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_fd_inheritance() -> None:
+    """Mark every descriptor of this process close-on-exec. uvloop's `subprocess_exec` ignores `close_fds`, so a
+    child would otherwise inherit whatever inheritable descriptors its parent holds: under BentoML, the listening
+    socket its arbiter passed the worker (an engine kept the gateway's port bound)."""
+    if not os.path.isdir(FD_DIR):
+        return
+    for name in os.listdir(FD_DIR):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            if int(name) > 2 and os.get_inheritable(int(name)):
+                os.set_inheritable(int(name), False)
 
 
 class ManagedProcess:
@@ -48,6 +61,7 @@ class ManagedProcess:
         if self._process is not None and self._process.returncode is None:
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        stop_fd_inheritance()
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 *self.command,

@@ -34,6 +34,12 @@ CONTEXT_LENGTH_MARKERS = ("maximum context length", "max_model_len")
 ALREADY_LOADED = "has already been loaded"
 # BentoML sets this for its workers; inherited by vLLM it would mix vLLM's series into BentoML's files.
 INHERITED_ENV_TO_DROP = ("PROMETHEUS_MULTIPROC_DIR",)
+POOL_IDLE_S = 60
+"""How long an idle connection to the engine stays in the gateway's pool."""
+ENGINE_KEEP_ALIVE_S = POOL_IDLE_S + 15
+"""The managed engine's idle timeout (vLLM's default is 5 s): longer than the pool's, so the gateway always closes
+first and a burst after a quiet spell reuses its connections instead of opening one per request (a TCP connect
+and aiohttp's connect path on each side, at the moment every request of the burst wants the CPU)."""
 
 
 def is_cpu_build() -> bool:
@@ -110,7 +116,7 @@ class VllmBackend(Backend):
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 base_url=self.base_url,
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=POOL_IDLE_S),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0),
             )
         return self._session
@@ -145,6 +151,7 @@ class VllmBackend(Backend):
     def environment(self) -> dict[str, str]:
         """The child's environment: ours, minus what must not leak, plus the CPU knobs on the CPU build."""
         env = {key: value for key, value in os.environ.items() if key not in INHERITED_ENV_TO_DROP}
+        env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] = str(ENGINE_KEEP_ALIVE_S)
         if self.settings.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         if is_cpu_build():

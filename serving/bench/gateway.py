@@ -1,12 +1,16 @@
 """servekit vs the raw vLLM OpenAI server it manages (the same engine process, so identical engine args):
-streaming chat at several concurrencies. Goals: >= 0.97x output tok/s and <= 5 ms TTFT p50 overhead."""
+streaming chat at several concurrencies. Goals: >= 0.97x output tok/s and <= 5 ms TTFT p50 overhead.
+
+The goals are checked on the median over back-to-back pairs of rounds: on a shared 2-core VM the same engine
+measured against itself (raw vs raw, alternating rounds) came out 1.095x at 1 stream and 120 ms apart in TTFT
+p50 at 32, so one aggregate over all rounds mostly measures which side a neighbour's burst landed on."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
 
-from loadtest.bench import TargetSummary, compare_gateway
+from loadtest.bench import Paired, run_rounds, summarise
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
 
@@ -14,29 +18,33 @@ THROUGHPUT_GOAL = 0.97
 TTFT_OVERHEAD_GOAL_MS = 5.0
 
 
-def sweep(ctx: BenchContext) -> tuple[list[int], int, int]:
-    """(concurrencies, max_tokens, rounds)."""
-    return ([1, 2], 8, 1) if ctx.quick else ([1, 8, 32], 128, 3)
+def sweep(ctx: BenchContext) -> tuple[list[int], int]:
+    """(concurrencies, max_tokens)."""
+    return ([1, 2], 8) if ctx.quick else ([1, 8, 32], 128)
+
+
+def rounds_at(concurrency: int, quick: bool) -> int:
+    """Rounds of `concurrency` requests each: at least 6 pairs, so one spoiled pair cannot move the median, and
+    at least 12 requests per target (single-request pairs at 1 stream: the closer in time, the less drift)."""
+    return 2 if quick else max(6, -(-12 // concurrency))
 
 
 def run(ctx: BenchContext) -> SectionResult:
     url = ctx.session.url()
-    concurrencies, max_tokens, rounds = sweep(ctx)
+    concurrencies, max_tokens = sweep(ctx)
     targets = {"servekit": url, "raw-vllm": ctx.session.raw_url}
-    measured: dict[int, dict[str, TargetSummary]] = {}
+    rows, checks, pairs = [], [], {}
+    notes = ["c requests per round at concurrency c; ignore_eos, temperature 0; goals: median of pairs"]
     for concurrency in concurrencies:
-        measured[concurrency] = asyncio.run(
-            compare_gateway(
-                targets, ctx.session.model, concurrency, max_tokens, rounds,
-                requests=max(concurrency, 4), progress=ctx.progress,
+        measured = asyncio.run(
+            run_rounds(
+                targets, ctx.session.model, concurrency, max_tokens, rounds_at(concurrency, ctx.quick),
+                requests=concurrency, progress=ctx.progress,
             )
         )  # fmt: skip
-    rows, checks = [], []
-    for concurrency, summaries in measured.items():
-        ours, raw = summaries["servekit"], summaries["raw-vllm"]
-        rows += [{"concurrency": concurrency, **asdict(s)} for s in (ours, raw)]
-        ratio = ours.output_tok_s / raw.output_tok_s
-        overhead = ours.ttft_p50_ms - raw.ttft_p50_ms
+        rows += [{"concurrency": concurrency, **asdict(summarise(name, measured[name]))} for name in targets]
+        paired = pairs[concurrency] = Paired.of(measured["servekit"], measured["raw-vllm"])
+        ratio, overhead = paired.throughput_ratio, paired.ttft_p50_overhead_ms
         checks += [
             Target(
                 f"throughput servekit/raw @{concurrency}", ratio, f">= {THROUGHPUT_GOAL}x", ratio >= THROUGHPUT_GOAL
@@ -46,21 +54,34 @@ def run(ctx: BenchContext) -> SectionResult:
                 overhead <= TTFT_OVERHEAD_GOAL_MS,
             ),
         ]  # fmt: skip
-    xs = [float(c) for c in measured]
+        notes.append(
+            f"@{concurrency}: servekit/raw per pair " + ", ".join(f"{r:.3f}" for r in paired.throughput_ratios)
+            + "; TTFT p50 overhead ms per pair " + ", ".join(f"{o:+.1f}" for o in paired.ttft_p50_overheads_ms)
+        )  # fmt: skip
+    xs = [float(c) for c in concurrencies]
+    by_name = {name: [row for row in rows if row["name"] == name] for name in targets}
 
     def series(field: str) -> dict[str, list[float]]:
-        return {name: [getattr(measured[c][name], field) for c in measured] for name in targets}
+        return {name: [row[field] for row in by_name[name]] for name in targets}
+
+    def spread(values: str, median: str) -> dict[str, list[float]]:
+        return {
+            "median of pairs": [getattr(pairs[c], median) for c in concurrencies],
+            "lowest pair": [min(getattr(pairs[c], values)) for c in concurrencies],
+            "highest pair": [max(getattr(pairs[c], values)) for c in concurrencies],
+        }
 
     ttft = {f"{name} {q}": values for q in ("p50", "p95") for name, values in series(f"ttft_{q}_ms").items()}
     plot = plots.lines(
         ctx.out / "gateway.png",
-        f"servekit vs raw vLLM (same engine), streaming chat, {max_tokens} tokens, {rounds} alternating rounds",
+        f"servekit vs raw vLLM (same engine), streaming chat, {max_tokens} tokens, alternating rounds",
         "concurrent streams",
         [
             ("output tokens/s", xs, series("output_tok_s")),
+            ("servekit/raw output tok/s", xs, spread("throughput_ratios", "throughput_ratio")),
             ("TTFT ms", xs, ttft),
+            ("TTFT p50 overhead ms", xs, spread("ttft_p50_overheads_ms", "ttft_p50_overhead_ms")),
             ("ITL p50 ms", xs, series("itl_p50_ms")),
         ],
     )
-    notes = ["max(c, 4) requests per round at concurrency c; ignore_eos, temperature 0"]
     return SectionResult("gateway", rows, checks, [plot], notes)

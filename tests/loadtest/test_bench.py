@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from loadtest.bench import TargetSummary, compare_gateway
+import pytest
+
+from loadtest.bench import Paired, TargetSummary, compare_gateway, run_rounds, summarise
 from loadtest.stream_client import StreamResult
 
 
@@ -25,9 +27,46 @@ def test_summary_from_timed_streams():
     assert 100 <= summary.itl_p50_ms <= 200
 
 
+def streams(ttft_s: float, tokens: int) -> list[StreamResult]:
+    """Two streams that finish after 1 s with `tokens` tokens each, the first one after `ttft_s`."""
+    times = [ttft_s + i * 0.01 for i in range(tokens)]
+    return [
+        StreamResult(ok=True, started=0.0, first_token_at=ttft_s, finished=1.0, token_times=times, output_tokens=tokens)
+        for _ in range(2)
+    ]
+
+
+def test_pairs_compare_round_by_round_and_the_median_ignores_one_spoiled_pair():
+    baseline = [(streams(0.100, 10), 1.0), (streams(0.100, 10), 1.0), (streams(0.100, 10), 1.0)]
+    # The candidate's second round ran during a neighbour's burst: half the throughput, 500 ms later.
+    candidate = [(streams(0.102, 10), 1.0), (streams(0.600, 10), 2.0), (streams(0.104, 10), 1.0)]
+    paired = Paired.of(candidate, baseline)
+    assert paired.throughput_ratios == [1.0, 0.5, 1.0]
+    assert paired.throughput_ratio == 1.0
+    assert [round(o, 6) for o in paired.ttft_p50_overheads_ms] == [2.0, 500.0, 4.0]
+    assert round(paired.ttft_p50_overhead_ms, 6) == 4.0
+    # The aggregate over rounds carries the spoiled pair.
+    assert summarise("c", candidate).output_tok_s / summarise("b", baseline).output_tok_s == 0.75
+
+
+def test_pairs_need_rounds_of_both_sides():
+    with pytest.raises(ValueError):
+        Paired.of([(streams(0.1, 1), 1.0)], [])
+
+
 def test_gateway_comparison_against_the_real_server_and_its_engine(server):
     targets = {"servekit": server.base_url, "raw-vllm": server.engine_url}
     summaries = asyncio.run(
         compare_gateway(targets, "smollm2-135m-instruct", concurrency=2, max_tokens=4, rounds=2, requests=3)
     )
     assert all(s.errors == 0 and s.requests == 2 * 3 and s.output_tokens == 2 * 3 * 4 for s in summaries.values())
+
+
+def test_rounds_keep_each_round_apart_for_pairing(server):
+    targets = {"servekit": server.base_url, "raw-vllm": server.engine_url}
+    measured = asyncio.run(run_rounds(targets, "smollm2-135m-instruct", concurrency=2, max_tokens=3, rounds=2))
+    for rounds in measured.values():
+        assert [len(results) for results, _ in rounds] == [2, 2]
+        assert all(wall > 0 and all(r.ok and r.output_tokens == 3 for r in results) for results, wall in rounds)
+    paired = Paired.of(measured["servekit"], measured["raw-vllm"])
+    assert len(paired.throughput_ratios) == len(paired.ttft_p50_overheads_ms) == 2

@@ -77,6 +77,12 @@ def test_child_environment_drops_bentoml_prometheus_dir(tmp_path, monkeypatch):
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1.5"
 
 
+def test_engine_keeps_idle_connections_longer_than_the_gateway_pool(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "5")
+    env = VllmBackend(EngineSettings(), Path("/m"), "m", tmp_path / "log").environment()
+    assert int(env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]) == vllm.ENGINE_KEEP_ALIVE_S > vllm.POOL_IDLE_S
+
+
 def test_cpu_binding_all_means_every_allowed_core():
     assert cpu_bind_list("all") == ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     assert cpu_bind_list("0-3") == "0-3"

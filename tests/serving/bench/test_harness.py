@@ -61,6 +61,7 @@ def test_sections_measure_what_they_name(quick_report):
         (c, n) for c in (1, 2) for n in ("servekit", "raw-vllm")
     }
     assert all(r["errors"] == 0 and r["output_tokens"] > 0 for r in gateway["rows"])
+    assert sum("per pair" in note for note in gateway["notes"]) == 2  # one line of pairs per concurrency
     assert all(r["errors"] == 0 and r["output_tokens"] > 0 for r in sections["lora"]["rows"])
     assert [r["name"] for r in sections["lora"]["rows"]] == ["base", "4 adapters", "merged"]
     batched, single, vllm = sections["triton"]["rows"]

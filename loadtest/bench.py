@@ -117,19 +117,9 @@ def summarise(name: str, rounds: list[Round]) -> TargetSummary:
     return TargetSummary.of(name, [r for results, _ in rounds for r in results], sum(wall for _, wall in rounds))
 
 
-async def compare_gateway(
-    targets: dict[str, str],
-    model: str,
-    concurrency: int,
-    max_tokens: int,
-    rounds: int,
-    requests: int | None = None,
-    progress: Progress | None = None,
-    models: dict[str, str | list[str]] | None = None,
-) -> dict[str, TargetSummary]:
-    """`run_rounds`, each target's rounds aggregated into one summary."""
-    measured = await run_rounds(targets, model, concurrency, max_tokens, rounds, requests, progress, models)
-    return {name: summarise(name, target_rounds) for name, target_rounds in measured.items()}
+def summaries(measured: dict[str, list[Round]]) -> dict[str, TargetSummary]:
+    """Each target's rounds aggregated into one summary."""
+    return {name: summarise(name, rounds) for name, rounds in measured.items()}
 
 
 @dataclass

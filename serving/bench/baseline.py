@@ -8,7 +8,7 @@ import asyncio
 import os
 import time
 
-from loadtest.bench import TargetSummary, compare_gateway, prompts
+from loadtest.bench import TargetSummary, prompts, run_rounds, summaries
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
 from serving.hardware import cpu_dtype
@@ -51,12 +51,12 @@ def servekit_at(ctx: BenchContext, concurrency: int, max_tokens: int) -> TargetS
     for row in earlier.rows if earlier else ():
         if row["concurrency"] == concurrency and row["name"] == "servekit" and not ctx.quick:
             return TargetSummary(**{k: v for k, v in row.items() if k != "concurrency"})
-    summaries = asyncio.run(
-        compare_gateway(
+    measured = asyncio.run(
+        run_rounds(
             {"servekit": ctx.session.url()}, ctx.session.model, concurrency, max_tokens, rounds=1, progress=ctx.progress
         )
     )
-    return summaries["servekit"]
+    return summaries(measured)["servekit"]
 
 
 def run(ctx: BenchContext) -> SectionResult:

@@ -16,7 +16,7 @@ from pathlib import Path
 import bentoml
 import httpx
 
-from loadtest.bench import TargetSummary, compare_gateway
+from loadtest.bench import TargetSummary, run_rounds, summaries
 from serving.bench import plots
 from serving.bench.adapters import build_random_adapter
 from serving.bench.section import BenchContext, SectionResult, Target
@@ -86,39 +86,39 @@ def run(ctx: BenchContext) -> SectionResult:
             merged_env = {"SERVEKIT_MODEL__NAME": "bench-merged", "SERVEKIT_MODEL__VERSION": merged.tag.split(":")[1],
                           "SERVEKIT_ENGINE__ENABLE_LORA": "false"}  # fmt: skip
             with side_servekit(ctx, "merged", merged_env) as merged_url:
-                summaries = asyncio.run(
-                    compare_gateway(
+                measured = summaries(asyncio.run(
+                    run_rounds(
                         {"base": url, f"{ADAPTERS} adapters": url, "merged": merged_url},
                         base.name, concurrency, max_tokens, rounds, progress=ctx.progress,
                         models={f"{ADAPTERS} adapters": [a.tag for a in adapters], "merged": "bench-merged"},
                     )
-                )  # fmt: skip
+                ))  # fmt: skip
             for label, env, rank in () if ctx.quick else KNOBS:
                 tried = adapters if rank == RANK else register_adapters(base, Path(tmp), rank)
                 created += [a for a in tried if a not in created]
                 with side_servekit(ctx, re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-"), env) as knob_url:
                     for adapter in tried:
                         httpx.post(f"{knob_url}/admin/models/{adapter.tag}/load", timeout=300).raise_for_status()
-                    knob_summaries += asyncio.run(
-                        compare_gateway(
+                    knob_summaries += summaries(asyncio.run(
+                        run_rounds(
                             {f"base, {label}": knob_url, f"{ADAPTERS} adapters, {label}": knob_url}, base.name,
                             concurrency, max_tokens, 1, progress=ctx.progress,
                             models={f"{ADAPTERS} adapters, {label}": [a.tag for a in tried]},
                         )
-                    ).values()  # fmt: skip
+                    )).values()  # fmt: skip
         finally:
             for model in created:
                 if model.labels.get("kind") == "adapter":
                     with contextlib.suppress(httpx.HTTPError):
                         ctx.session.admin("POST", f"/admin/models/{model.tag}/unload")
                 bentoml.models.delete(model.tag)
-    base_s, mixed_s, merged_s = summaries.values()
+    base_s, mixed_s, merged_s = measured.values()
     mixed, merged_ratio = mixed_s.output_tok_s / base_s.output_tok_s, merged_s.output_tok_s / base_s.output_tok_s
-    rows = [asdict(s) for s in [*summaries.values(), *knob_summaries]]
+    rows = [asdict(s) for s in [*measured.values(), *knob_summaries]]
     panels = [
-        ("output tokens/s", {"tok/s": [s.output_tok_s for s in summaries.values()]}, list(summaries)),
-        ("TTFT ms", {"p50": [s.ttft_p50_ms for s in summaries.values()],
-                     "p95": [s.ttft_p95_ms for s in summaries.values()]}, list(summaries)),
+        ("output tokens/s", {"tok/s": [s.output_tok_s for s in measured.values()]}, list(measured)),
+        ("TTFT ms", {"p50": [s.ttft_p50_ms for s in measured.values()],
+                     "p95": [s.ttft_p95_ms for s in measured.values()]}, list(measured)),
     ]  # fmt: skip
     if knob_summaries:
         pairs = [(base_s, mixed_s), *zip(knob_summaries[::2], knob_summaries[1::2], strict=True)]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.bench import compare_gateway, percentile
+from loadtest.bench import percentile, run_rounds, summaries
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
 from serving.bench.session import free_port, start_gateway, stop_gateway, wait_ready
@@ -83,13 +83,13 @@ def run(ctx: BenchContext) -> SectionResult:
         ]
         rows.append({"measure": "added latency, non-streaming (ms)", "p50": added[0], "p99": added[1], "n": calls})
         for concurrency in (1, 8):
-            summaries = asyncio.run(
-                compare_gateway(
+            measured = summaries(asyncio.run(
+                run_rounds(
                     {"servekit": url, "echo": echo_url}, model, concurrency, ECHO_TOKENS, rounds,
                     requests=max(4 * concurrency, 20), progress=ctx.progress,
                 )
-            )  # fmt: skip
-            ours, raw = summaries["servekit"], summaries["echo"]
+            ))  # fmt: skip
+            ours, raw = measured["servekit"], measured["echo"]
             rows.append({
                 "measure": f"added TTFT, streaming @{concurrency} (ms)",
                 "p50": ours.ttft_p50_ms - raw.ttft_p50_ms, "p99": ours.ttft_p95_ms - raw.ttft_p95_ms,

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtest.bench import TargetSummary, compare_gateway
+from loadtest.bench import TargetSummary, run_rounds, summaries
 from serving.backends.triton import TritonBackend
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
@@ -151,10 +151,10 @@ def run(ctx: BenchContext) -> SectionResult:
 
 
 def _vllm(ctx: BenchContext, clients: int, requests: int, max_tokens: int) -> TargetSummary:
-    summaries = asyncio.run(
-        compare_gateway(
+    measured = asyncio.run(
+        run_rounds(
             {"vllm": ctx.session.raw_url}, ctx.session.model, clients, max_tokens, rounds=1,
             requests=clients * requests, progress=ctx.progress,
         )
     )  # fmt: skip
-    return summaries["vllm"]
+    return summaries(measured)["vllm"]

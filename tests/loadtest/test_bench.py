@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from loadtest.bench import Paired, TargetSummary, compare_gateway, run_rounds, summarise
+from loadtest.bench import Paired, TargetSummary, run_rounds, summaries, summarise
 from loadtest.stream_client import StreamResult
 
 
@@ -56,10 +56,12 @@ def test_pairs_need_rounds_of_both_sides():
 
 def test_gateway_comparison_against_the_real_server_and_its_engine(server):
     targets = {"servekit": server.base_url, "raw-vllm": server.engine_url}
-    summaries = asyncio.run(
-        compare_gateway(targets, "smollm2-135m-instruct", concurrency=2, max_tokens=4, rounds=2, requests=3)
+    measured = asyncio.run(
+        run_rounds(targets, "smollm2-135m-instruct", concurrency=2, max_tokens=4, rounds=2, requests=3)
     )
-    assert all(s.errors == 0 and s.requests == 2 * 3 and s.output_tokens == 2 * 3 * 4 for s in summaries.values())
+    assert all(
+        s.errors == 0 and s.requests == 2 * 3 and s.output_tokens == 2 * 3 * 4 for s in summaries(measured).values()
+    )
 
 
 def test_rounds_keep_each_round_apart_for_pairing(server):

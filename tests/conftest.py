@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from serving.bench.adapters import build_random_adapter
@@ -50,6 +51,14 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout_s: float, statu
             pass
         time.sleep(0.25)
     raise TimeoutError(f"{url} did not answer {status} within {timeout_s:.0f}s")
+
+
+def listening_pid(port: int) -> int:
+    """The process listening on `port` (the engine, for the engine's port)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return conn.pid
+    raise LookupError(f"nothing listens on {port}")
 
 
 def start_bentoml(

@@ -9,16 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psutil
 
+from tests.conftest import listening_pid
+
 VLLM_DEFAULT_KEEP_ALIVE_S = 5
 BURST = 8
-
-
-def gateway_pid(engine_port: int) -> int:
-    """The engine's parent: the gateway process that started it."""
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.laddr.port == engine_port and conn.status == psutil.CONN_LISTEN and conn.pid:
-            return psutil.Process(conn.pid).ppid()
-    raise LookupError(f"nothing listens on {engine_port}")
 
 
 def engine_connections(pid: int, engine_port: int) -> int:
@@ -42,7 +36,7 @@ def test_engine_connections_survive_a_quiet_spell(server):
             )
         )
     assert all(answer.status_code == 200 for answer in answers)
-    pid = gateway_pid(server.engine_port)
+    pid = psutil.Process(listening_pid(server.engine_port)).ppid()  # the gateway started the engine
     opened = engine_connections(pid, server.engine_port)
     assert opened >= BURST
     time.sleep(VLLM_DEFAULT_KEEP_ALIVE_S + 2)  # the quiet spell is the thing under test, not a readiness wait

@@ -9,18 +9,10 @@ import threading
 import time
 
 import httpx
-import psutil
 import pytest
 
 from loadtest.stream_client import iter_sse_lines
-from tests.conftest import ENGINE_READY_TIMEOUT_S, wait_for
-
-
-def listening_pid(port: int) -> int:
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-            return conn.pid
-    raise LookupError(f"nothing listens on {port}")
+from tests.conftest import ENGINE_READY_TIMEOUT_S, listening_pid, wait_for
 
 
 def stream_outcome(base_url: str, outcomes: list[str], started: threading.Event) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import Progress
 
@@ -67,8 +69,58 @@ class TargetSummary:
         )
 
 
-Round = tuple[list[StreamResult], float]
-"""One target's streams in one round, and the round's wall time."""
+ENGINE_TTFT = "vllm:time_to_first_token_seconds"
+
+
+@dataclass
+class Round:
+    """One target's streams in one round, the round's wall time and, when the engine's metrics were read around
+    the round, the mean time to first token the engine itself measured for those streams."""
+
+    results: list[StreamResult]
+    wall_s: float
+    engine_ttft_s: float | None = None
+
+    @property
+    def outside_engine_ttft_ms(self) -> float | None:
+        """Mean time to first token spent outside the engine (HTTP, gateway, loopback): what the client saw minus
+        what the engine saw, in the mean. It is ms-sized and steady where TTFT itself swings by a prefill step, so
+        two targets' difference shows a few ms of path cost where the TTFT's cannot. Under concurrency it is not
+        additive to TTFT: a request delayed on its way in partly waits out time it would have waited for its
+        prefill batch anyway."""
+        ttfts = [r.ttft_s for r in self.results if r.ok and r.ttft_s is not None]
+        if self.engine_ttft_s is None or not ttfts:
+            return None
+        return 1000 * (statistics.fmean(ttfts) - self.engine_ttft_s)
+
+
+async def engine_ttft_totals(client: httpx.AsyncClient, metrics_url: str) -> tuple[float, float]:
+    """(sum of seconds, count) of vLLM's own time-to-first-token histogram, over all its series."""
+    response = await client.get(metrics_url)
+    response.raise_for_status()
+    totals = {f"{ENGINE_TTFT}_sum": 0.0, f"{ENGINE_TTFT}_count": 0.0}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals[f"{ENGINE_TTFT}_sum"], totals[f"{ENGINE_TTFT}_count"]
+
+
+async def measure_round(
+    url: str, model: str, batch: list[str], max_tokens: int, concurrency: int, engine_metrics_url: str | None
+) -> Round:
+    """One round of streams; with `engine_metrics_url`, the engine's TTFT histogram is read before and after, and
+    its mean kept if the engine counted exactly this round's first tokens (nothing else ran)."""
+    extra = {"ignore_eos": True, "temperature": 0}  # every request generates exactly max_tokens
+    if engine_metrics_url is None:
+        return Round(*await run_concurrent(url, model, batch, max_tokens, concurrency, extra))
+    async with httpx.AsyncClient(timeout=30) as client:
+        before = await engine_ttft_totals(client, engine_metrics_url)
+        results, wall_s = await run_concurrent(url, model, batch, max_tokens, concurrency, extra)
+        after = await engine_ttft_totals(client, engine_metrics_url)
+    seconds, count = after[0] - before[0], after[1] - before[1]
+    started = sum(1 for r in results if r.ttft_s is not None)
+    return Round(results, wall_s, seconds / count if count and count == started else None)
 
 
 async def run_rounds(
@@ -80,13 +132,14 @@ async def run_rounds(
     requests: int | None = None,
     progress: Progress | None = None,
     models: dict[str, str | list[str]] | None = None,
+    engine_metrics_url: str | None = None,
 ) -> dict[str, list[Round]]:
     """Run `rounds` alternating rounds of `requests` streams (default: `concurrency`), at most `concurrency` in
     flight, against each target (URL). Round i of every target ran back to back with the others: a pair.
-    `models` overrides `model` for some targets."""
+    `models` overrides `model` for some targets; `engine_metrics_url` (the /metrics of the one engine behind every
+    target) adds the engine's own TTFT to each round."""
     chosen = {name: (models or {}).get(name, model) for name in targets}
     batch = prompts(requests or concurrency)
-    extra = {"ignore_eos": True, "temperature": 0}  # every request generates exactly max_tokens
     measured: dict[str, list[Round]] = {name: [] for name in targets}
     names = list(targets)
     owned = progress is None
@@ -96,13 +149,13 @@ async def run_rounds(
     task = progress.add_task(f"c={concurrency} warm-up", total=rounds * len(names) + len(names))
     try:
         for name in names:
-            await run_concurrent(targets[name], chosen[name], batch[:4], 8, 4, extra)
+            await measure_round(targets[name], chosen[name], batch[:4], 8, 4, None)
             progress.advance(task)
         for round_index in range(rounds):
             for name in names if round_index % 2 == 0 else reversed(names):
                 progress.update(task, description=f"c={concurrency} round {round_index + 1}/{rounds}: {name}")
                 measured[name].append(
-                    await run_concurrent(targets[name], chosen[name], batch, max_tokens, concurrency, extra)
+                    await measure_round(targets[name], chosen[name], batch, max_tokens, concurrency, engine_metrics_url)
                 )
                 progress.advance(task)
     finally:
@@ -114,7 +167,7 @@ async def run_rounds(
 
 def summarise(name: str, rounds: list[Round]) -> TargetSummary:
     """All of a target's rounds as one summary (tokens over the summed wall time)."""
-    return TargetSummary.of(name, [r for results, _ in rounds for r in results], sum(wall for _, wall in rounds))
+    return TargetSummary.of(name, [r for one in rounds for r in one.results], sum(one.wall_s for one in rounds))
 
 
 def summaries(measured: dict[str, list[Round]]) -> dict[str, TargetSummary]:
@@ -130,15 +183,19 @@ class Paired:
 
     throughput_ratios: list[float]
     ttft_p50_overheads_ms: list[float]
+    outside_engine_overheads_ms: list[float]
+    """Per pair, the candidate's mean TTFT outside the engine minus the baseline's (pairs where both sides have
+    the engine's figure)."""
 
     @classmethod
     def of(cls, candidate: list[Round], baseline: list[Round]) -> Paired:
-        pairs = [
-            (summarise("candidate", [c]), summarise("baseline", [b])) for c, b in zip(candidate, baseline, strict=True)
-        ]
+        rounds = list(zip(candidate, baseline, strict=True))
+        pairs = [(summarise("candidate", [c]), summarise("baseline", [b])) for c, b in rounds]
+        outside = [(c.outside_engine_ttft_ms, b.outside_engine_ttft_ms) for c, b in rounds]
         return cls(
             throughput_ratios=[c.output_tok_s / b.output_tok_s for c, b in pairs],
             ttft_p50_overheads_ms=[c.ttft_p50_ms - b.ttft_p50_ms for c, b in pairs],
+            outside_engine_overheads_ms=[c - b for c, b in outside if c is not None and b is not None],
         )
 
     @property
@@ -148,3 +205,9 @@ class Paired:
     @property
     def ttft_p50_overhead_ms(self) -> float:
         return statistics.median(self.ttft_p50_overheads_ms)
+
+    @property
+    def outside_engine_overhead_ms(self) -> float:
+        """Median over pairs; NaN when no pair had the engine's figure."""
+        values = self.outside_engine_overheads_ms
+        return statistics.median(values) if values else float("nan")

@@ -4,6 +4,7 @@ table, targets and plots (numbers are not asserted: speed is reported by the ben
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 
 import pytest
@@ -62,6 +63,8 @@ def test_sections_measure_what_they_name(quick_report):
     }
     assert all(r["errors"] == 0 and r["output_tokens"] > 0 for r in gateway["rows"])
     assert sum("per pair" in note for note in gateway["notes"]) == 2  # one line of pairs per concurrency
+    # the engine's own TTFT was read around every round: the time outside it is a real, positive figure
+    assert all(math.isfinite(r["ttft_outside_engine_ms"]) and r["ttft_outside_engine_ms"] > 0 for r in gateway["rows"])
     assert all(r["errors"] == 0 and r["output_tokens"] > 0 for r in sections["lora"]["rows"])
     assert [r["name"] for r in sections["lora"]["rows"]] == ["base", "4 adapters", "merged"]
     batched, single, vllm = sections["triton"]["rows"]

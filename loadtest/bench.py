@@ -34,6 +34,11 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
+def median_or_nan(values: list[float]) -> float:
+    """The median; NaN when nothing was measured, so the gap shows in tables and plots instead of failing."""
+    return statistics.median(values) if values else float("nan")
+
+
 @dataclass
 class TargetSummary:
     name: str
@@ -209,5 +214,4 @@ class Paired:
     @property
     def outside_engine_overhead_ms(self) -> float:
         """Median over pairs; NaN when no pair had the engine's figure."""
-        values = self.outside_engine_overheads_ms
-        return statistics.median(values) if values else float("nan")
+        return median_or_nan(self.outside_engine_overheads_ms)

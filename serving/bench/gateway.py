@@ -13,10 +13,9 @@ the prefill batch, so it is not what the client's TTFT gains."""
 from __future__ import annotations
 
 import asyncio
-import statistics
 from dataclasses import asdict
 
-from loadtest.bench import Paired, Round, run_rounds, summarise
+from loadtest.bench import Paired, Round, median_or_nan, run_rounds, summarise
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
 
@@ -37,8 +36,7 @@ def rounds_at(concurrency: int, quick: bool) -> int:
 
 def median_outside_engine_ms(rounds: list[Round]) -> float:
     """A target's TTFT outside the engine, median over its rounds (NaN if the engine's figure was missing)."""
-    values = [one.outside_engine_ttft_ms for one in rounds if one.outside_engine_ttft_ms is not None]
-    return statistics.median(values) if values else float("nan")
+    return median_or_nan([ms for one in rounds if (ms := one.outside_engine_ttft_ms) is not None])
 
 
 def run(ctx: BenchContext) -> SectionResult:

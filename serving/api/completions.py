@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from serving.api.auth import ANONYMOUS_ID, Principal
 from serving.api.errors import error_response
+from serving.api.event_stream import EventStreamResponse
 from serving.api.input_limits import check_input_limits
 from serving.api.ratelimit import Admission, RateLimiter
 from serving.api.truncation import tokenizer_for, truncate_left
@@ -98,7 +99,7 @@ async def serve_completion(
             release=(served, engine),
             settle=(limiter, admission),
         )
-        return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(relay, headers=headers)
     gateway.release(served, engine)
     _count_usage(stats, result.get("usage"))
     _finish(gateway, served, stats, (limiter, admission), 200)

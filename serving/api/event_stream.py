@@ -1,0 +1,38 @@
+"""A server-sent-events response relayed from the request's own task, stopped when the client goes away.
+
+Starlette's `StreamingResponse` (under uvicorn, which declares ASGI spec 2.3) runs every stream in an anyio task
+group: a second task per stream, a cancel scope, and a task switch for every chunk it sends. Here the chunks are
+sent by the request's task itself, and one plain asyncio task waits for the client's `http.disconnect` and
+cancels the relay, so the engine's stream is still closed (and the engine aborts the request) when a client
+leaves mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.current_task()
+        assert relay is not None, "an ASGI app runs inside a task"
+        watcher = asyncio.create_task(_cancel_when_client_leaves(receive, relay))
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # cancelled from outside (server shutdown), not by the client leaving
+            relay.uncancel()
+        finally:
+            watcher.cancel()
+
+
+async def _cancel_when_client_leaves(receive: Receive, relay: asyncio.Task[object]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    relay.cancel()

@@ -25,7 +25,7 @@ class EventStreamResponse(StreamingResponse):
         try:
             await self.stream_response(send)
         except asyncio.CancelledError:
-            if not watcher.done() or watcher.cancelled():
+            if not _cancelled_the_relay(watcher):
                 raise  # cancelled from outside (server shutdown), not by the client leaving
             relay.uncancel()
         finally:
@@ -36,3 +36,8 @@ async def _cancel_when_client_leaves(receive: Receive, relay: asyncio.Task[objec
     while (await receive())["type"] != "http.disconnect":
         pass
     relay.cancel()
+
+
+def _cancelled_the_relay(watcher: asyncio.Task[None]) -> bool:
+    """The watcher ran to its end, so the client left (a watcher that failed cancelled nothing)."""
+    return watcher.done() and not watcher.cancelled() and watcher.exception() is None

@@ -85,3 +85,27 @@ async def test_a_cancellation_from_outside_still_propagates():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_failed_disconnect_watch_does_not_swallow_a_cancellation_from_outside():
+    started = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            started.set()
+            yield b"data: x\n\n"
+            await asyncio.sleep(0.01)
+
+    failed = asyncio.Event()
+
+    async def broken_receive() -> Message:
+        failed.set()
+        raise RuntimeError("receive failed")
+
+    client = Client()
+    task = asyncio.create_task(EventStreamResponse(endless())(SCOPE, broken_receive, client.send))
+    await started.wait()
+    await failed.wait()  # wakes after the watcher's failing step has ended
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -31,6 +31,14 @@ class Client:
         return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
 
 
+async def ticking(started: asyncio.Event) -> AsyncIterator[bytes]:
+    """A stream that never ends by itself; `started` is set once it runs."""
+    while True:
+        started.set()
+        yield b"data: x\n\n"
+        await asyncio.sleep(0.01)
+
+
 async def test_chunks_are_sent_in_order_with_the_event_stream_type_and_headers():
     async def events() -> AsyncIterator[bytes]:
         for n in range(3):
@@ -72,15 +80,8 @@ async def test_a_client_leaving_mid_stream_closes_the_stream_and_the_response_re
 
 async def test_a_cancellation_from_outside_still_propagates():
     started = asyncio.Event()
-
-    async def endless() -> AsyncIterator[bytes]:
-        while True:
-            started.set()
-            yield b"data: x\n\n"
-            await asyncio.sleep(0.01)
-
     client = Client()
-    task = asyncio.create_task(EventStreamResponse(endless())(SCOPE, client.receive, client.send))
+    task = asyncio.create_task(EventStreamResponse(ticking(started))(SCOPE, client.receive, client.send))
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -89,13 +90,6 @@ async def test_a_cancellation_from_outside_still_propagates():
 
 async def test_a_failed_disconnect_watch_does_not_swallow_a_cancellation_from_outside():
     started = asyncio.Event()
-
-    async def endless() -> AsyncIterator[bytes]:
-        while True:
-            started.set()
-            yield b"data: x\n\n"
-            await asyncio.sleep(0.01)
-
     failed = asyncio.Event()
 
     async def broken_receive() -> Message:
@@ -103,7 +97,7 @@ async def test_a_failed_disconnect_watch_does_not_swallow_a_cancellation_from_ou
         raise RuntimeError("receive failed")
 
     client = Client()
-    task = asyncio.create_task(EventStreamResponse(endless())(SCOPE, broken_receive, client.send))
+    task = asyncio.create_task(EventStreamResponse(ticking(started))(SCOPE, broken_receive, client.send))
     await started.wait()
     await failed.wait()  # wakes after the watcher's failing step has ended
     task.cancel()

@@ -7,6 +7,8 @@ equal work."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -99,15 +101,21 @@ class Round:
         return 1000 * (statistics.fmean(ttfts) - self.engine_ttft_s)
 
 
-async def engine_ttft_totals(client: httpx.AsyncClient, metrics_url: str) -> tuple[float, float]:
-    """(sum of seconds, count) of vLLM's own time-to-first-token histogram, over all its series."""
+async def metric_sums(client: httpx.AsyncClient, metrics_url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Each named sample summed over its series, from one scrape (0.0 for a name the server does not expose)."""
     response = await client.get(metrics_url)
     response.raise_for_status()
-    totals = {f"{ENGINE_TTFT}_sum": 0.0, f"{ENGINE_TTFT}_count": 0.0}
+    totals = dict.fromkeys(names, 0.0)
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name in totals:
                 totals[sample.name] += sample.value
+    return totals
+
+
+async def engine_ttft_totals(client: httpx.AsyncClient, metrics_url: str) -> tuple[float, float]:
+    """(sum of seconds, count) of vLLM's own time-to-first-token histogram, over all its series."""
+    totals = await metric_sums(client, metrics_url, (f"{ENGINE_TTFT}_sum", f"{ENGINE_TTFT}_count"))
     return totals[f"{ENGINE_TTFT}_sum"], totals[f"{ENGINE_TTFT}_count"]
 
 
@@ -147,27 +155,86 @@ async def run_rounds(
     batch = prompts(requests or concurrency)
     measured: dict[str, list[Round]] = {name: [] for name in targets}
     names = list(targets)
-    owned = progress is None
-    progress = progress or Progress(console=console)
-    if owned:
-        progress.start()
-    task = progress.add_task(f"c={concurrency} warm-up", total=rounds * len(names) + len(names))
-    try:
+    with progress_task(progress, f"c={concurrency} warm-up", rounds * len(names) + len(names)) as (bar, task):
         for name in names:
             await measure_round(targets[name], chosen[name], batch[:4], 8, 4, None)
-            progress.advance(task)
+            bar.advance(task)
         for round_index in range(rounds):
-            for name in names if round_index % 2 == 0 else reversed(names):
-                progress.update(task, description=f"c={concurrency} round {round_index + 1}/{rounds}: {name}")
+            for name in alternating(names, round_index):
+                bar.update(task, description=f"c={concurrency} round {round_index + 1}/{rounds}: {name}")
                 measured[name].append(
                     await measure_round(targets[name], chosen[name], batch, max_tokens, concurrency, engine_metrics_url)
                 )
-                progress.advance(task)
-    finally:
-        progress.remove_task(task)
-        if owned:
-            progress.stop()
+                bar.advance(task)
     return measured
+
+
+@contextmanager
+def progress_task(progress: Progress | None, description: str, total: int) -> Iterator[tuple[Progress, int]]:
+    """A task on the caller's progress display, or on one of its own (started and stopped here)."""
+    owned = progress is None
+    bar = progress or Progress(console=console)
+    if owned:
+        bar.start()
+    task = bar.add_task(description, total=total)
+    try:
+        yield bar, task
+    finally:
+        bar.remove_task(task)
+        if owned:
+            bar.stop()
+
+
+def alternating(names: list[str], index: int) -> list[str]:
+    """The order of round `index`: A B, then B A, so a drifting machine favours neither side."""
+    return names if index % 2 == 0 else names[::-1]
+
+
+PROCESS_CPU = "process_cpu_seconds_total"
+
+
+async def cpu_per_request(
+    targets: dict[str, str],
+    processes: dict[str, str],
+    model: str,
+    concurrency: int,
+    bursts: int,
+    blocks: int,
+    progress: Progress | None = None,
+) -> dict[str, dict[str, float]]:
+    """Milliseconds of CPU per request that each process spent while one target served, per target and process.
+
+    `processes` maps a name to a /metrics URL with the Prometheus client's `process_cpu_seconds_total` (servekit's
+    gateway and vLLM's API server both expose one). Each target serves `blocks` alternating blocks of `bursts`
+    bursts of `concurrency` one-token streams; the counters are read only around whole blocks, so the scrapes' own
+    cost and the counter's 10 ms resolution stay small against a block's requests. Median over blocks."""
+    batch = prompts(concurrency)
+    extra = {"ignore_eos": True, "temperature": 0}
+    names = list(targets)
+    spent: dict[str, dict[str, list[float]]] = {name: {process: [] for process in processes} for name in names}
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def counters() -> dict[str, float]:
+            return {
+                process: (await metric_sums(client, url, (PROCESS_CPU,)))[PROCESS_CPU]
+                for process, url in processes.items()
+            }
+
+        with progress_task(progress, "CPU per request", blocks * len(names)) as (bar, task):
+            for block in range(blocks):
+                for name in alternating(names, block):
+                    bar.update(task, description=f"CPU per request, block {block + 1}/{blocks}: {name}")
+                    before, served = await counters(), 0
+                    for _ in range(bursts):
+                        results, _ = await run_concurrent(targets[name], model, batch, 1, concurrency, extra)
+                        served += sum(result.ok for result in results)
+                    after = await counters()
+                    if not served:
+                        raise RuntimeError(f"no request to {name} succeeded while measuring CPU per request")
+                    for process in processes:
+                        spent[name][process].append(1000 * (after[process] - before[process]) / served)
+                    bar.advance(task)
+    return {name: {process: statistics.median(ms) for process, ms in by.items()} for name, by in spent.items()}
 
 
 def summarise(name: str, rounds: list[Round]) -> TargetSummary:

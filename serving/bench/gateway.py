@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from pathlib import Path
 
-from loadtest.bench import Paired, Round, median_or_nan, run_rounds, summarise
+from loadtest.bench import Paired, Round, cpu_per_request, median_or_nan, run_rounds, summarise
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
 
@@ -32,6 +33,11 @@ def rounds_at(concurrency: int, quick: bool) -> int:
     """Rounds of `concurrency` requests each: at least 6 pairs, so one spoiled pair cannot move the median, and
     at least 12 requests per target (single-request pairs at 1 stream: the closer in time, the less drift)."""
     return 2 if quick else max(6, -(-12 // concurrency))
+
+
+def cpu_sizes(quick: bool) -> tuple[int, int, int]:
+    """(concurrency, bursts per block, blocks per target) of the CPU-per-request measurement."""
+    return (2, 1, 1) if quick else (32, 10, 3)
 
 
 def median_outside_engine_ms(rounds: list[Round]) -> float:
@@ -105,4 +111,29 @@ def run(ctx: BenchContext) -> SectionResult:
             ("ITL p50 ms", xs, series("itl_p50_ms")),
         ],
     )
-    return SectionResult("gateway", rows, checks, [plot], notes)
+    cpu_note, cpu_plot = cpu_per_request_figure(ctx, url)
+    return SectionResult("gateway", rows, checks, [plot, cpu_plot], [*notes, cpu_note])
+
+
+def cpu_per_request_figure(ctx: BenchContext, url: str) -> tuple[str, Path]:
+    """(note, plot) of the CPU per request of the processes in front of the engine, through servekit and raw: on a
+    machine whose cores the engine also uses, this is what a burst of requests waits for before reaching it."""
+    concurrency, bursts, blocks = cpu_sizes(ctx.quick)
+    processes = {"servekit gateway": f"{url}/metrics", "vLLM API server": f"{ctx.session.raw_url}/metrics"}
+    targets = {"through servekit": url, "raw vLLM": ctx.session.raw_url}
+    spent = asyncio.run(
+        cpu_per_request(targets, processes, ctx.session.model, concurrency, bursts, blocks, progress=ctx.progress)
+    )
+    note = (
+        f"CPU per one-token streaming request, ms (bursts of {concurrency}, {bursts} per block, median of {blocks} "
+        "blocks): " + "; ".join(
+            f"{target}: " + ", ".join(f"{process} {ms:.2f}" for process, ms in by.items())
+            for target, by in spent.items()
+        ) + " (the gateway's figure during raw blocks is its health checks)"
+    )  # fmt: skip
+    plot = plots.bars(
+        ctx.out / "cpu.png",
+        f"CPU per request of the processes in front of the engine (bursts of {concurrency} one-token streams)",
+        [("ms of CPU per request", {p: [spent[t][p] for t in targets] for p in processes}, list(targets))],
+    )
+    return note, plot

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from loadtest.bench import Paired, Round, TargetSummary, run_rounds, summaries, summarise
+from loadtest.bench import Paired, Round, TargetSummary, cpu_per_request, run_rounds, summaries, summarise
 from loadtest.stream_client import StreamResult
 
 
@@ -93,3 +93,17 @@ def test_gateway_comparison_against_the_real_server_and_its_engine(server):
     paired = Paired.of(measured["servekit"], measured["raw-vllm"])
     assert len(paired.throughput_ratios) == len(paired.ttft_p50_overheads_ms) == 2
     assert len(paired.outside_engine_overheads_ms) == 2
+
+
+def test_cpu_per_request_charges_each_process_for_the_requests_it_handled(server):
+    spent = asyncio.run(
+        cpu_per_request(
+            {"servekit": server.base_url, "raw-vllm": server.engine_url},
+            {"gateway": f"{server.base_url}/metrics", "engine server": f"{server.engine_url}/metrics"},
+            "smollm2-135m-instruct", concurrency=4, bursts=8, blocks=1,
+        )
+    )  # fmt: skip
+    # Requests on either path pass through vLLM's API server; only those sent to servekit pass through the gateway
+    # (which otherwise only runs its engine health checks).
+    assert spent["servekit"]["engine server"] > 0 and spent["raw-vllm"]["engine server"] > 0
+    assert spent["servekit"]["gateway"] > 2 * spent["raw-vllm"]["gateway"]

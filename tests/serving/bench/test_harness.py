@@ -65,6 +65,8 @@ def test_sections_measure_what_they_name(quick_report):
     assert sum("per pair" in note for note in gateway["notes"]) == 2  # one line of pairs per concurrency
     # the engine's own TTFT was read around every round: the time outside it is a real, positive figure
     assert all(math.isfinite(r["ttft_outside_engine_ms"]) and r["ttft_outside_engine_ms"] > 0 for r in gateway["rows"])
+    assert [p.rsplit("/", 1)[-1] for p in gateway["plots"]] == ["gateway.png", "cpu.png"]
+    assert sum("CPU per one-token streaming request" in note for note in gateway["notes"]) == 1
     assert all(r["errors"] == 0 and r["output_tokens"] > 0 for r in sections["lora"]["rows"])
     assert [r["name"] for r in sections["lora"]["rows"]] == ["base", "4 adapters", "merged"]
     batched, single, vllm = sections["triton"]["rows"]

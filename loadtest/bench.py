@@ -209,7 +209,6 @@ async def cpu_per_request(
     bursts of `concurrency` one-token streams; the counters are read only around whole blocks, so the scrapes' own
     cost and the counter's 10 ms resolution stay small against a block's requests. Median over blocks."""
     batch = prompts(concurrency)
-    extra = {"ignore_eos": True, "temperature": 0}
     names = list(targets)
     spent: dict[str, dict[str, list[float]]] = {name: {process: [] for process in processes} for name in names}
     async with httpx.AsyncClient(timeout=30) as client:
@@ -226,8 +225,8 @@ async def cpu_per_request(
                     bar.update(task, description=f"CPU per request, block {block + 1}/{blocks}: {name}")
                     before, served = await counters(), 0
                     for _ in range(bursts):
-                        results, _ = await run_concurrent(targets[name], model, batch, 1, concurrency, extra)
-                        served += sum(result.ok for result in results)
+                        burst = await measure_round(targets[name], model, batch, 1, concurrency, None)
+                        served += sum(result.ok for result in burst.results)
                     after = await counters()
                     if not served:
                         raise RuntimeError(f"no request to {name} succeeded while measuring CPU per request")

@@ -13,6 +13,7 @@ from serving import log
 from serving.api.app import create_app
 from serving.api.path_guard import PathGuardMiddleware
 from serving.gateway import Gateway
+from serving.heap import settle_heap
 from serving.registry.store import RegisteredModel, get_model
 from serving.rollout.controller import RolloutController
 from serving.rollout.gateway_observer import GatewayObserver
@@ -60,6 +61,7 @@ class Servekit:
         """Start in the background: /health answers at once, API calls get 503 until warm-up passed."""
         self.gateway.start()
         self.rollouts.resume()
+        settle_heap()
 
     @bentoml.on_shutdown
     async def stop_engines(self) -> None:

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import Match
 
 from serving.api.auth import authenticate
+from serving.api.completion_route import CompletionRoute
 from serving.api.completions import serve_completion
 from serving.errors import MethodNotAllowedError, NotFoundError
 from serving.gateway import Gateway
@@ -25,6 +26,7 @@ ERROR_RESPONSES = {
     }.items()
 }
 
+completion_router = APIRouter(prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES, route_class=CompletionRoute)
 openai_router = APIRouter(
     prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES, dependencies=[Depends(authenticate)]
 )
@@ -40,12 +42,12 @@ async def list_models(request: Request) -> ModelList:
     return gateway_of(request).model_list()
 
 
-@openai_router.post("/chat/completions")
+@completion_router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await serve_completion(gateway_of(request), "chat/completions", body, request, request.state.principal)
 
 
-@openai_router.post("/completions")
+@completion_router.post("/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     return await serve_completion(gateway_of(request), "completions", body, request, request.state.principal)
 

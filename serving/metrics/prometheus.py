@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from serving.metrics.stats import RequestStats
 from serving.metrics.window import RecentRequests
@@ -20,6 +28,7 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes etc.: what a soak test watches
+        GCCollector(registry=self.registry)  # python_gc_collections_total: pauses of the serving process
         self.recent = RecentRequests()
         labels = ("model", "version", "route")
         self.requests = Counter(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import fields
 
 from loadtest.bench import TargetSummary, prompts, run_rounds, summaries
 from serving.bench import plots
@@ -46,11 +47,12 @@ def hf_sequential(ctx: BenchContext, count: int, max_tokens: int, dtype: str) ->
 
 
 def servekit_at(ctx: BenchContext, concurrency: int, max_tokens: int) -> TargetSummary:
-    """Reuse the gateway section's measurement at this concurrency when it ran in this invocation."""
+    """Reuse the gateway section's measurement at this concurrency when it ran in this invocation (its rows
+    carry more columns than a summary: only the summary's are taken)."""
     earlier = ctx.results.get("gateway")
     for row in earlier.rows if earlier else ():
         if row["concurrency"] == concurrency and row["name"] == "servekit" and not ctx.quick:
-            return TargetSummary(**{k: v for k, v in row.items() if k != "concurrency"})
+            return TargetSummary(**{column.name: row[column.name] for column in fields(TargetSummary)})
     measured = asyncio.run(
         run_rounds(
             {"servekit": ctx.session.url()}, ctx.session.model, concurrency, max_tokens, rounds=1, progress=ctx.progress

@@ -9,9 +9,10 @@ from dataclasses import asdict
 
 import pytest
 from PIL import Image
+from rich.progress import Progress
 
-from serving.bench import harness
-from serving.bench.section import SectionResult, Target
+from serving.bench import baseline, harness
+from serving.bench.section import BenchContext, SectionResult, Target
 
 
 def test_markdown_lists_every_target_and_failed_section():
@@ -77,3 +78,15 @@ def test_sections_measure_what_they_name(quick_report):
     assert all(r["steps"] == 3 and r["peak_rss_mib"] > 100 for r in sections["training"]["rows"])
     assert sections["baseline"]["targets"][0]["value"] > 0
     assert len(sections["router"]["targets"]) == 2
+
+
+def test_baseline_takes_servekit_figures_from_the_gateway_rows_of_the_same_run(quick_report, settings, tmp_path):
+    """A full run (not --quick) reuses the gateway section's servekit row instead of measuring again; the row has
+    columns of its own (the engine TTFT read) that a summary must not choke on."""
+    _, report = quick_report
+    gateway = report["sections"]["gateway"]
+    row = next(r for r in gateway["rows"] if r["name"] == "servekit" and r["concurrency"] == 2)
+    earlier = SectionResult("gateway", gateway["rows"], [], [])
+    ctx = BenchContext(settings, tmp_path, False, Progress(), session=None, results={"gateway": earlier})
+    ours = baseline.servekit_at(ctx, 2, 8)  # no session: measuring again would fail
+    assert asdict(ours) == {column: row[column] for column in asdict(ours)}

@@ -11,14 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 COLORS = ("#3b7dd8", "#9aa5b1", "#e07b39", "#4caf50", "#8e44ad")
+MAX_COLUMNS = 3
+"""Panels per row: the gateway's six in one row made a 3,400 px wide strip, unreadable at any display width."""
 
 
 def bars(
     path: Path, title: str, panels: list[tuple[str, dict[str, list[float]], list[str]]], caption: str = ""
 ) -> Path:
     """One panel per (y label, {series: values per group}, group names): grouped bars with their values."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for axis, (label, series, groups) in zip(axes[0], panels, strict=True):
+    fig, axes = _grid(len(panels))
+    for axis, (label, series, groups) in zip(axes, panels, strict=True):
         width = 0.8 / len(series)
         for i, (name, values) in enumerate(series.items()):
             xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
@@ -32,12 +34,21 @@ def bars(
     return _save(fig, path, title, caption)
 
 
-def lines(path: Path, title: str, xlabel: str, panels: list[tuple[str, list[float], dict[str, list[float]]]]) -> Path:
-    """One panel per (y label, x values, {series: y values})."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for axis, (label, xs, series) in zip(axes[0], panels, strict=True):
+def lines(
+    path: Path,
+    title: str,
+    xlabel: str,
+    panels: list[tuple[str, list[float], dict[str, list[float]]]],
+    goals: dict[str, float] | None = None,
+) -> Path:
+    """One panel per (y label, x values, {series: y values}); `goals` maps a panel's y label to a value drawn as a
+    dashed line, so a reader sees which side of it the measurements fall."""
+    fig, axes = _grid(len(panels))
+    for axis, (label, xs, series) in zip(axes, panels, strict=True):
         for i, (name, ys) in enumerate(series.items()):
             axis.plot(xs, ys, marker="o", label=name, color=COLORS[i % len(COLORS)])
+        if label in (goals or {}):
+            axis.axhline(goals[label], color="#c0392b", linestyle="--", linewidth=1, label=f"goal {goals[label]:g}")
         axis.set_xscale("log", base=2)
         axis.set_xticks(xs, [f"{x:g}" for x in xs])
         axis.set_xlabel(xlabel)
@@ -45,6 +56,17 @@ def lines(path: Path, title: str, xlabel: str, panels: list[tuple[str, list[floa
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     return _save(fig, path, title)
+
+
+def _grid(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    """`count` panels, at most MAX_COLUMNS a row; the cells left over in the last row are hidden."""
+    columns = min(count, MAX_COLUMNS)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
+    cells = list(axes.flat)
+    for spare in cells[count:]:
+        spare.set_visible(False)
+    return fig, cells[:count]
 
 
 TITLE_CHARS_PER_INCH = 9

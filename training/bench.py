@@ -110,6 +110,7 @@ def main(
         "steps": len(step_seconds),
         "step_s_mean": step_s,
         "step_s_p50": statistics.median(timed),
+        "step_s": timed,
         "tokens_per_s": tokens_per_step / step_s,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "final_loss": final_loss,

@@ -76,6 +76,7 @@ def test_sections_measure_what_they_name(quick_report):
     assert vllm["engine"] == "vllm" and vllm["output_tok_s"] > 0
     assert [r["trainer"] for r in sections["training"]["rows"]] == ["servekit", "plain"]
     assert all(r["steps"] == 3 and r["peak_rss_mib"] > 100 for r in sections["training"]["rows"])
+    assert "step time min / median / max" in sections["training"]["notes"][-1]
     assert sections["baseline"]["targets"][0]["value"] > 0
     assert len(sections["router"]["targets"]) == 2
 

@@ -47,8 +47,8 @@ def lines(
     for axis, (label, xs, series) in zip(axes, panels, strict=True):
         for i, (name, ys) in enumerate(series.items()):
             axis.plot(xs, ys, marker="o", label=name, color=COLORS[i % len(COLORS)])
-        if label in (goals or {}):
-            axis.axhline(goals[label], color="#c0392b", linestyle="--", linewidth=1, label=f"goal {goals[label]:g}")
+        if (goal := (goals or {}).get(label)) is not None:
+            axis.axhline(goal, color="#c0392b", linestyle="--", linewidth=1, label=f"goal {goal:g}")
         axis.set_xscale("log", base=2)
         axis.set_xticks(xs, [f"{x:g}" for x in xs])
         axis.set_xlabel(xlabel)

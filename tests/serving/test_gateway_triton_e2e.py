@@ -4,7 +4,6 @@ answering as members of one A/B route."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 
@@ -13,31 +12,12 @@ import openai
 import psutil
 import pytest
 
+from serving.backends.ports import free_port_block
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
 
 BASE = "smollm2-135m-instruct"
 TRITON = "smollm2-triton"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def free_port_block(size: int) -> int:
-    """A first port whose `size` consecutive ports are free (Triton needs HTTP, gRPC and metrics)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + size < 65535 and all(_free(first + i) for i in range(size)):
-            return first
-    raise RuntimeError("no block of free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def metric(text: str, name: str) -> float:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ CONTEXT_LENGTH_MARKER = "maximum context length"
 UNAVAILABLE_MARKERS = ("unknown model", "is not ready", "Stub process", "is not healthy", "unavailable")
 GENERATION_FAILED_MARKER = "generation failed"
 SHM_DIR = Path("/dev/shm")
+STATISTICS_SETTLE_S = 10.0
+"""How long Triton's statistics may lag behind the responses a client already has."""
 INHERITED_ENV_TO_DROP = ("PROMETHEUS_MULTIPROC_DIR", "PYTHONPATH", "PYTHONHOME")
 
 
@@ -298,6 +301,16 @@ class TritonBackend(Backend):
     async def inference_statistics(self) -> dict[str, Any]:
         """Triton's per-model statistics (`batch_stats` shows which batch sizes actually ran)."""
         return await self._http().get_inference_statistics(self.model_name)
+
+    async def settled_statistics(self, inferences: int, timeout_s: float = STATISTICS_SETTLE_S) -> dict[str, Any]:
+        """This model's statistics once they count `inferences` requests (or after `timeout_s`, as they are):
+        Triton counts a batch when `execute` returns, a moment after its last response reached the client."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = (await self.inference_statistics())["model_stats"][0]
+            if int(stats["inference_count"]) >= inferences or time.monotonic() > deadline:
+                return stats
+            await asyncio.sleep(0.05)
 
     async def aclose(self) -> None:
         if self._clients is not None:

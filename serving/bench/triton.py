@@ -41,16 +41,6 @@ async def _one(backend: TritonBackend, prompt: str, max_tokens: int) -> dict[str
     return {"ttft_s": token_times[0] - started, "per_token_s": statistics.mean(gaps) if gaps else 0.0}
 
 
-async def _settled_statistics(backend: TritonBackend, expected: int) -> dict:
-    """Triton counts a batch when `execute` returns, a moment after its last response reached the client."""
-    deadline = time.monotonic() + 10.0
-    while True:
-        stats = (await backend.inference_statistics())["model_stats"][0]
-        if int(stats["inference_count"]) >= expected or time.monotonic() > deadline:
-            return stats
-        await asyncio.sleep(0.1)
-
-
 async def _measure(
     settings: TritonSettings, model_path: Path, name: str, clients: int, requests: int, max_tokens: int
 ) -> dict[str, float]:
@@ -79,7 +69,7 @@ async def _measure(
             started = time.perf_counter()
             await asyncio.gather(*(client() for _ in range(clients)))
             wall_s = time.perf_counter() - started
-            stats = await _settled_statistics(backend, expected=len(prompts) + 1)
+            stats = await backend.settled_statistics(len(prompts) + 1)
         finally:
             await backend.stop()
     ttfts = sorted(r["ttft_s"] for r in results)

@@ -112,6 +112,7 @@ class Gateway:
         self._idle: dict[str, asyncio.Event] = {}
         for base in bases:
             base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))
+            self.expect_traffic(base.name, base.name)
 
     @classmethod
     def from_settings(
@@ -151,6 +152,9 @@ class Gateway:
         for adapter in adapters or ():
             gateway._admit_adapter(adapter)
         gateway._restore_routed_versions()
+        for route in gateway.router.routes.values():
+            for version in route.versions:
+                gateway.expect_traffic(version, route.name)
         return gateway
 
     def _restore_routed_versions(self) -> None:
@@ -215,6 +219,7 @@ class Gateway:
         async with self.holding(route.versions):
             for version in route.versions:
                 await self.prepare(version)
+                self.expect_traffic(version, route.name)
             self.router.set(route)
         return route
 
@@ -316,6 +321,7 @@ class Gateway:
         served.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, served))
         self.bases[served.name] = served
         self.versions[served.name] = served
+        self.expect_traffic(served.name, served.name)
 
     def _drop_base(self, name: str) -> ServedVersion:
         """Take a base and the adapters riding on it out of the served set."""
@@ -383,6 +389,7 @@ class Gateway:
             )
         served = ServedVersion(model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name)
         self.versions[model.tag] = served
+        self.expect_traffic(served.name, served.name)
         return served
 
     async def _reload_adapters(self, base: ServedVersion) -> None:
@@ -439,6 +446,12 @@ class Gateway:
         if self.in_flight[engine] == 0 and (idle := self._idle.get(engine)) is not None:
             idle.set()
         self.metrics.in_flight.labels(served.model.name, served.version).dec()
+
+    def expect_traffic(self, version: str, route: str) -> None:
+        """`version` is about to get requests for `route` (its own name, a route, a rollout's canary): its series
+        start at zero now, so Prometheus counts the very first ones."""
+        served = self.versions[version]
+        self.metrics.expect(served.model.name, served.version, route)
 
     def record(self, stats: RequestStats) -> None:
         self.metrics.record(stats)

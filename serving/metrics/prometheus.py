@@ -20,6 +20,8 @@ from serving.metrics.window import RecentRequests
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
 ENGINE_SERIES_PREFIXES = ("vllm:", "# HELP vllm:", "# TYPE vllm:", "nv_", "# HELP nv_", "# TYPE nv_")
+EXPECTED_STATUSES = ("200", "500", "502", "503")
+"""Outcomes whose series exist before the first request: success and the server errors servekit answers with."""
 
 
 class GatewayMetrics:
@@ -61,6 +63,16 @@ class GatewayMetrics:
             "servekit_breaker_open", "1 while a version's circuit breaker is open or half-open.", ("version",),
             registry=self.registry, multiprocess_mode="livemax",
         )  # fmt: skip
+
+    def expect(self, model: str, version: str, route: str) -> None:
+        """Create a version's series on a route at zero before its first request. Prometheus's `increase()` and
+        `rate()` count from a series' first scrape, so without a zero sample the requests before that scrape
+        are lost to them: a canary's first errors included."""
+        labels = (model, version, route)
+        for status in EXPECTED_STATUSES:
+            self.requests.labels(*labels, status)
+        for series in (self.duration, self.ttft, self.itl, self.output_tokens, self.prompt_tokens):
+            series.labels(*labels)
 
     def record(self, stats: RequestStats) -> None:
         labels = (stats.model, stats.version, stats.route)

@@ -80,6 +80,7 @@ class RolloutController:
         # pre-rollout gate refuses, and later when a promotion or rollback leaves no route using it.
         async with self.gateway.holding([request.canary]):
             await self.gateway.prepare(request.canary)
+            self.gateway.expect_traffic(request.canary, route_name)  # at zero while the gates run: likely scraped so
             gates = request.model_dump(mode="json", include={"step_webhook", "load_test_gate"}, exclude_none=True)
             state = RolloutState(
                 route=route_name, primary=primary, canary=request.canary, config=request.config, gates=gates

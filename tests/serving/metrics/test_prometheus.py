@@ -35,3 +35,19 @@ def test_only_engine_series_are_appended():
     text = GatewayMetrics().render([engine]).decode()
     assert "vllm:x 1.0" in text
     assert "process_cpu_seconds_total 3.0" not in text
+
+
+def test_an_expected_version_has_its_series_at_zero_before_its_first_request():
+    metrics = GatewayMetrics()
+    metrics.expect("m", "m:2", "chat")
+    text = metrics.render([]).decode()
+    for status in ("200", "500", "502", "503"):
+        assert f'servekit_requests_total{{model="m",route="chat",status="{status}",version="m:2"}} 0.0' in text
+    assert 'servekit_time_to_first_token_seconds_count{model="m",route="chat",version="m:2"} 0.0' in text
+    assert 'servekit_request_duration_seconds_bucket{le="0.01",model="m",route="chat",version="m:2"} 0.0' in text
+    stats = RequestStats(route="chat", model="m", version="m:2")
+    stats.finish(502)
+    metrics.record(stats)
+    assert (
+        'servekit_requests_total{model="m",route="chat",status="502",version="m:2"} 1.0' in metrics.render([]).decode()
+    )

@@ -84,8 +84,10 @@ class ManualClock:
         return self.now
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def settings():
+    """Loaded before any test, so every test (also one that only reaches the registry through the gateway) sees
+    the project's BentoML store: loading points `BENTOML_HOME` there."""
     return load_settings()
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from serving import gateway as gateway_module
-from serving.backends.base import Backend, ChunkStream, Endpoint
 from serving.backends.supervisor import EngineSupervisor
 from serving.errors import EngineStartFailedError, ModelNotFoundError
 from serving.gateway import Gateway, ServedVersion, on_demand_engine
@@ -21,68 +19,16 @@ from serving.rollout.policy import RolloutConfig
 from serving.rollout.store import RolloutStore
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
-from serving.settings import EngineSettings, OnDemandSettings, Settings, WarmupSettings
+from serving.settings import OnDemandSettings, Settings, WarmupSettings
 from serving.state import connect
+from tests.serving.fake_engine import FAST, FakeEngine
 
-FAST = EngineSettings(health_interval_s=0.01, restart_backoff_s=0.01, startup_timeout_s=5)
 REGISTRY = {
     "base:v1": RegisteredModel("base:v1", Path("/m/base"), {"kind": "base"}, {}),
     "new:v2": RegisteredModel("new:v2", Path("/m/new"), {"kind": "base"}, {}),
     "merged:v3": RegisteredModel("merged:v3", Path("/m/merged"), {"kind": "merged"}, {}),
     "lora:a": RegisteredModel("lora:a", Path("/m/lora"), {"kind": "adapter", "base": "new:v2"}, {}),  # dir: fixture
 }
-
-
-class FakeEngine(Backend):
-    """Healthy once `healthy` is set; `crash` makes the process exit right after start."""
-
-    engine_name = "fake"
-
-    def __init__(self, name: str, healthy: asyncio.Event, crash: bool = False) -> None:
-        super().__init__(name)
-        self.healthy = healthy
-        self.crash = crash
-        self.running = False
-        self.starts = 0
-        self.adapters: list[str] = []
-
-    @property
-    def managed(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        self.starts += 1
-        self.running = True
-
-    async def stop(self) -> None:
-        self.running = False
-
-    def exited(self) -> bool:
-        return self.crash and self.starts > 0
-
-    async def is_healthy(self) -> bool:
-        return self.running and not self.crash and self.healthy.is_set()
-
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"choices": [{"message": {"content": "hi"}}]}
-
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
-        raise NotImplementedError
-
-    async def load_adapter(self, name: str, path: str) -> None:
-        self.adapters.append(name)
-
-    async def unload_adapter(self, name: str) -> None:
-        self.adapters.remove(name)
-
-    async def metrics_text(self) -> str:
-        return ""
-
-    def log_tail(self) -> str:
-        return "loading weights\n\nRuntimeError: not enough memory for the KV cache\n"
-
-    async def aclose(self) -> None:
-        pass
 
 
 class Engines:

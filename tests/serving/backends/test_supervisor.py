@@ -8,9 +8,8 @@ from typing import Any
 from serving.backends.base import Backend, ChunkStream, Endpoint
 from serving.backends.supervisor import EngineState, EngineSupervisor
 from serving.errors import EngineError
-from serving.settings import EngineSettings, WarmupSettings
-
-FAST = EngineSettings(health_interval_s=0.01, restart_backoff_s=0.01, startup_timeout_s=5)
+from serving.settings import WarmupSettings
+from tests.serving.fake_engine import FAST
 
 
 class ScriptedBackend(Backend):

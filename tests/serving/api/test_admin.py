@@ -1,0 +1,94 @@
+"""Admin routes through the whole ASGI stack, in front of in-memory engines (the same on the real engine and
+BentoML: test_rollout_e2e.py, test_gateway_adapters_e2e.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.api.app import create_app
+from serving.gateway import Gateway
+from serving.rollout.controller import RolloutController
+from serving.rollout.store import RolloutStore
+from serving.router.router import Router
+from serving.settings import FaultSettings, Settings
+from serving.state import connect
+from tests.serving.fake_engine import served_version
+
+SPLIT = {"members": [{"version": "chat", "weight": 70}, {"version": "new", "weight": 30}]}
+SLOW_ROLLOUT = {"canary": "new", "config": {"steps": [10, 100], "interval_s": 3600}}
+
+
+def chat(model: str, user: str) -> dict[str, object]:
+    return {"model": model, "user": user, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+@pytest.fixture(params=[False, True], ids=["faults-off", "faults-on"])
+async def client(request, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    versions = [served_version("chat"), served_version("new")]
+    gateway = Gateway(versions, 16, Router(connect(tmp_path / "state.db"), {}))
+    gateway.access_log = False
+    gateway.start()
+    for version in versions:
+        await version.supervisor.wait_ready(5)
+    app = create_app(Settings(faults=FaultSettings(enabled=request.param)), gateway)
+    app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:
+        yield client
+    await app.state.rollouts.stop()
+    await gateway.stop()
+
+
+async def test_a_route_splits_users_by_weight_and_keeps_each_on_one_version(client):
+    assert (await client.put("/admin/routes/ab", json=SPLIT)).status_code == 200
+    assert [route["name"] for route in (await client.get("/admin/routes")).json()] == ["ab"]
+    served = {}
+    for n in range(200):
+        answer = await client.post("/v1/chat/completions", json=chat("ab", f"user-{n}"))
+        served[f"user-{n}"] = answer.headers["x-servekit-version"]
+    share = sum(version == "new:v1" for version in served.values()) / len(served)
+    assert 0.2 < share < 0.4
+    for user in ("user-1", "user-2", "user-3"):
+        again = await client.post("/v1/chat/completions", json=chat("ab", user))
+        assert again.headers["x-servekit-version"] == served[user]
+    assert (await client.delete("/admin/routes/ab")).json() == {"deleted": "ab"}
+    assert (await client.post("/v1/chat/completions", json=chat("ab", "x"))).status_code == 404
+
+
+async def test_a_route_is_refused_with_the_field_named(client):
+    lopsided = {"members": [{"version": "chat", "weight": 70}, {"version": "new", "weight": 20}]}
+    refused = await client.put("/admin/routes/ab", json=lopsided)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "members"
+    unknown = await client.put("/admin/routes/ab", json={"members": [{"version": "nosuch", "weight": 100}]})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert (await client.get("/admin/routes")).json() == []
+
+
+async def test_a_rollout_is_driven_and_its_route_locked_until_it_ends(client):
+    await client.put("/admin/routes/ab", json={"members": [{"version": "chat", "weight": 100}]})
+    started = await client.post("/admin/rollouts/ab", json=SLOW_ROLLOUT)
+    assert started.status_code == 200 and started.json()["phase"] == "progressing"
+    locked = await client.put("/admin/routes/ab", json=SPLIT)
+    assert locked.status_code == 409 and "under a rollout" in locked.json()["error"]["message"]
+    assert (await client.post("/admin/rollouts/ab/explode")).status_code == 404
+    assert (await client.post("/admin/rollouts/ab/pause")).json()["phase"] == "paused"
+    assert (await client.post("/admin/rollouts/ab/promote")).json()["phase"] == "promoted"
+    assert [m["version"] for m in (await client.get("/admin/routes")).json()[0]["members"]] == ["new"]
+    history = (await client.get("/admin/rollouts/ab/history")).json()
+    assert [entry["event"] for entry in history] == ["started", "set_weight", "paused", "promoted manually"]
+    assert (await client.put("/admin/routes/ab", json=SPLIT)).status_code == 200  # unlocked once finished
+
+
+async def test_faults_are_injected_only_when_enabled(client, request):
+    enabled = request.node.callspec.params["client"]
+    broken = await client.put("/admin/faults/new", json={"error_rate": 1.0})
+    assert broken.status_code == (200 if enabled else 404)
+    answer = await client.post("/v1/chat/completions", json=chat("new", "u"))
+    assert answer.status_code == (502 if enabled else 200)  # an engine failure: bad gateway
+    if enabled:
+        assert "injected fault" in answer.json()["error"]["message"]
+        assert (await client.delete("/admin/faults/new")).json() == {"cleared": "new"}
+        assert (await client.post("/v1/chat/completions", json=chat("new", "u"))).status_code == 200

@@ -1,0 +1,107 @@
+"""An in-memory engine for unit tests of the gateway and its API (routing, streams, on-demand engines, rollouts); the
+real engines are covered by the end-to-end tests beside them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from serving.backends.base import Backend, ChunkStream, Endpoint
+from serving.backends.supervisor import EngineSupervisor
+from serving.gateway import ServedVersion
+from serving.registry.store import RegisteredModel
+from serving.settings import EngineSettings, WarmupSettings
+
+FAST = EngineSettings(health_interval_s=0.01, restart_backoff_s=0.01, startup_timeout_s=5)
+"""Supervision settings that notice a fake engine's health at once."""
+USAGE = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+ROLE_CHUNK = b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'
+TOKEN_CHUNK = b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}'
+USAGE_CHUNK = b'{"choices":[],"usage":' + json.dumps(USAGE, separators=(",", ":")).encode() + b"}"
+
+
+class ListedChunks(ChunkStream):
+    """A stream of the given chunks, then optionally a failure; remembers being closed."""
+
+    def __init__(self, *chunks: bytes, fail: Exception | None = None) -> None:
+        self.chunks, self.fail, self.closed = chunks, fail, False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            await asyncio.sleep(0)
+            yield chunk
+        if self.fail is not None:
+            raise self.fail
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeEngine(Backend):
+    """Healthy once `healthy` is set; `crash` makes the process exit right after start."""
+
+    engine_name = "fake"
+
+    def __init__(self, name: str, healthy: asyncio.Event, crash: bool = False) -> None:
+        super().__init__(name)
+        self.healthy = healthy
+        self.crash = crash
+        self.running = False
+        self.starts = 0
+        self.adapters: list[str] = []
+        self.payloads: list[dict[str, Any]] = []
+        """What each completion asked the engine for."""
+
+    @property
+    def managed(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        self.starts += 1
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+
+    def exited(self) -> bool:
+        return self.crash and self.starts > 0
+
+    async def is_healthy(self) -> bool:
+        return self.running and not self.crash and self.healthy.is_set()
+
+    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
+        self.payloads.append(payload)
+        return {"choices": [{"message": {"content": "hi"}}], "usage": USAGE}
+
+    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
+        self.payloads.append(payload)
+        return ListedChunks(ROLE_CHUNK, TOKEN_CHUNK, USAGE_CHUNK)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        self.adapters.append(name)
+
+    async def unload_adapter(self, name: str) -> None:
+        self.adapters.remove(name)
+
+    async def metrics_text(self) -> str:
+        return ""
+
+    def log_tail(self) -> str:
+        return "loading weights\n\nRuntimeError: not enough memory for the KV cache\n"
+
+    async def aclose(self) -> None:
+        pass
+
+
+def served_version(name: str, healthy: asyncio.Event | None = None, version: str = "v1") -> ServedVersion:
+    """`name` served from registry version `name:version` on a fake engine, healthy at once unless given an
+    event to set later."""
+    if healthy is None:
+        healthy = asyncio.Event()
+        healthy.set()
+    model = RegisteredModel(f"{name}:{version}", Path(f"/m/{name}"), {"kind": "base"}, {})
+    supervisor = EngineSupervisor(FakeEngine(name, healthy), FAST, WarmupSettings())
+    return ServedVersion(name, model, supervisor, 2048, name)

@@ -1,0 +1,162 @@
+"""The rollout controller's I/O around the pure policy: route weights, state, audit, gates and its tick loop,
+against in-memory engines and a scripted observer (real traffic and Prometheus: test_rollout_e2e.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from serving.backends.ports import free_port_block
+from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
+from serving.gateway import Gateway
+from serving.rollout.controller import RolloutController, RolloutRequest
+from serving.rollout.observation import Observation, VersionStats
+from serving.rollout.policy import ActionKind, Phase, RolloutConfig, RolloutState
+from serving.rollout.store import RolloutStore
+from serving.router.router import Router
+from serving.router.routes import Route, RouteMember
+from serving.state import connect
+from tests.serving.fake_engine import served_version
+
+HEALTHY = Observation(VersionStats(100, 0, 0.2, 1.0), VersionStats(100, 0, 0.2, 1.0), window_s=60)
+FAILING = Observation(VersionStats(100, 0, 0.2, 1.0), VersionStats(100, 30, 0.2, 1.0), window_s=60)
+TOO_FEW = Observation(VersionStats(100, 0, 0.2, 1.0), VersionStats(2, 0, 0.2, 1.0), window_s=60)
+MANUAL = RolloutConfig(steps=[10, 50], interval_s=3600, min_requests=5, failure_threshold=2)
+"""An interval no test waits for: the tests tick by hand."""
+
+
+class ScriptedObserver:
+    """Answers with the given observations in turn (the last one again when they run out); records each call."""
+
+    def __init__(self, *observations: Observation) -> None:
+        self.observations = list(observations)
+        self.calls: list[tuple[str, str, str, float]] = []
+
+    async def observe(self, route: str, primary: str, canary: str, window_s: float) -> Observation:
+        self.calls.append((route, primary, canary, window_s))
+        return self.observations.pop(0) if len(self.observations) > 1 else self.observations[0]
+
+
+@pytest.fixture
+async def gateway(tmp_path) -> AsyncIterator[Gateway]:
+    versions = [served_version("base"), served_version("new")]
+    gateway = Gateway(versions, 16, Router(connect(tmp_path / "state.db"), {}))
+    gateway.start()
+    for version in versions:
+        await version.supervisor.wait_ready(5)
+    await gateway.set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
+    yield gateway
+    await gateway.stop()
+
+
+def controller(gateway: Gateway, tmp_path: Path, *observations: Observation) -> RolloutController:
+    store = RolloutStore(connect(tmp_path / "state.db"))
+    return RolloutController(gateway, ScriptedObserver(*observations), store, reports_dir=tmp_path)
+
+
+def weights(gateway: Gateway) -> dict[str, float]:
+    return {member.version: member.weight for member in gateway.router.routes["chat"].members}
+
+
+async def test_healthy_steps_move_the_canary_up_and_the_last_one_promotes_it(gateway, tmp_path):
+    rollouts = controller(gateway, tmp_path, HEALTHY)
+    state = await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    assert (state.phase, state.primary) == (Phase.progressing, "base")
+    assert weights(gateway) == {"base": 90, "new": 10}
+    assert (await rollouts.tick("chat")).kind is ActionKind.set_weight
+    assert weights(gateway) == {"base": 50, "new": 50}
+    assert (await rollouts.tick("chat")).kind is ActionKind.promote
+    assert weights(gateway) == {"new": 100}
+    assert rollouts.status("chat").phase is Phase.promoted
+    assert rollouts.observer.calls == [("chat", "base", "new", 3600)] * 2
+    events = [entry["event"] for entry in rollouts.history("chat")]
+    assert events == ["started", "set_weight", "set_weight", "promote"]
+    with pytest.raises(ConflictError):
+        await rollouts.tick("chat")  # a finished rollout is not ticked again
+    await rollouts.stop()
+
+
+async def test_too_little_data_holds_the_step_and_repeated_failures_roll_back(gateway, tmp_path):
+    rollouts = controller(gateway, tmp_path, TOO_FEW, FAILING, FAILING)
+    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    assert (await rollouts.tick("chat")).kind is ActionKind.halt
+    assert weights(gateway) == {"base": 90, "new": 10}
+    first = await rollouts.tick("chat")
+    assert first.kind is ActionKind.halt and "error rate 0.300" in first.reason
+    assert weights(gateway) == {"base": 90, "new": 10} and rollouts.status("chat").failed_checks == 1
+    assert (await rollouts.tick("chat")).kind is ActionKind.rollback
+    assert weights(gateway) == {"base": 100}
+    assert rollouts.status("chat").phase is Phase.rolled_back
+    last = rollouts.history("chat")[-1]
+    assert last["event"] == "rollback" and last["observation"]["canary"]["server_errors"] == 30
+    await rollouts.stop()
+
+
+async def test_a_paused_rollout_is_not_judged_until_resumed(gateway, tmp_path):
+    rollouts = controller(gateway, tmp_path, HEALTHY)
+    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    assert (await rollouts.pause("chat")).phase is Phase.paused
+    assert (await rollouts.tick("chat")).kind is ActionKind.wait
+    assert rollouts.observer.calls == [] and weights(gateway) == {"base": 90, "new": 10}
+    with pytest.raises(ConflictError, match="only a progressing rollout can pause"):
+        await rollouts.pause("chat")
+    assert (await rollouts.resume_rollout("chat")).phase is Phase.progressing
+    with pytest.raises(ConflictError, match="not paused"):
+        await rollouts.resume_rollout("chat")
+    await rollouts.tick("chat")
+    assert weights(gateway) == {"base": 50, "new": 50}
+    await rollouts.stop()
+
+
+async def test_a_start_that_cannot_run_changes_nothing(gateway, tmp_path):
+    rollouts = controller(gateway, tmp_path, HEALTHY)
+    with pytest.raises(ModelNotFoundError):
+        await rollouts.start("nosuch", RolloutRequest(canary="new", config=MANUAL))
+    with pytest.raises(InvalidRequestError) as same:
+        await rollouts.start("chat", RolloutRequest(canary="base", config=MANUAL))
+    assert same.value.param == "canary"
+    nobody_listens = f"http://127.0.0.1:{free_port_block(1, '127.0.0.1')}/gate"
+    refused = RolloutRequest(canary="new", config=MANUAL, pre_rollout_webhook=nobody_listens)
+    with pytest.raises(ConflictError, match=r"Pre-rollout gate failed: webhook .* unreachable"):
+        await rollouts.start("chat", refused)
+    assert weights(gateway) == {"base": 100} and rollouts.store.get("chat") is None
+    zero = 'servekit_requests_total{model="new",route="chat",status="500",version="new:v1"} 0.0'
+    assert zero in gateway.metrics.render([]).decode(), "the canary's series start before the gates run"
+    assert rollouts.store.history("chat")[-1]["event"] == "pre-rollout gate"
+    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    with pytest.raises(ConflictError, match="already has a rollout"):
+        await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    await rollouts.stop()
+
+
+async def test_rollback_aborts_a_running_rollout_and_returns_the_route_to_its_primary(gateway, tmp_path):
+    rollouts = controller(gateway, tmp_path, HEALTHY)
+    with pytest.raises(ConflictError, match="name a version"):
+        await rollouts.rollback("chat", None)
+    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    route = await rollouts.rollback("chat", None)
+    assert route.versions == ["base"] and weights(gateway) == {"base": 100}
+    assert rollouts.status("chat").phase is Phase.rolled_back
+    assert (await rollouts.rollback("chat", "new")).versions == ["new"]
+    assert [entry["event"] for entry in rollouts.history("chat")][-3:] == ["aborted", "rollback", "rollback"]
+    await rollouts.stop()
+
+
+async def test_after_a_restart_an_unfinished_rollout_resumes_ticking_on_its_own(gateway, tmp_path):
+    brisk = MANUAL.model_copy(update={"interval_s": 0.05})
+    store = RolloutStore(connect(tmp_path / "state.db"))
+    await gateway.set_route(
+        Route(name="chat", members=[RouteMember(version="base", weight=90), RouteMember(version="new", weight=10)])
+    )
+    store.save(RolloutState(route="chat", primary="base", canary="new", config=brisk, phase=Phase.progressing))
+    rollouts = RolloutController(gateway, ScriptedObserver(HEALTHY), store, reports_dir=tmp_path)
+    rollouts.resume()
+    async with asyncio.timeout(5):
+        while rollouts.status("chat").phase is not Phase.promoted:
+            await asyncio.sleep(0.01)
+    assert weights(gateway) == {"new": 100}
+    assert [entry["event"] for entry in rollouts.history("chat")] == ["resumed", "set_weight", "promote"]
+    await rollouts.stop()

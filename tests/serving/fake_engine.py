@@ -11,9 +11,11 @@ from typing import Any
 
 from serving.backends.base import Backend, ChunkStream, Endpoint
 from serving.backends.supervisor import EngineSupervisor
-from serving.gateway import ServedVersion
+from serving.gateway import Gateway, ServedVersion
 from serving.registry.store import RegisteredModel
+from serving.router.router import Router
 from serving.settings import EngineSettings, WarmupSettings
+from serving.state import connect
 
 FAST = EngineSettings(health_interval_s=0.01, restart_backoff_s=0.01, startup_timeout_s=5)
 """Supervision settings that notice a fake engine's health at once."""
@@ -105,3 +107,13 @@ def served_version(name: str, healthy: asyncio.Event | None = None, version: str
     model = RegisteredModel(f"{name}:{version}", Path(f"/m/{name}"), {"kind": "base"}, {})
     supervisor = EngineSupervisor(FakeEngine(name, healthy), FAST, WarmupSettings())
     return ServedVersion(name, model, supervisor, 2048, name)
+
+
+async def started_gateway(state_path: Path, *names: str) -> Gateway:
+    """A gateway serving `names` (each from `name:v1`) on fake engines, every one warm."""
+    versions = [served_version(name) for name in names]
+    gateway = Gateway(versions, 16, Router(connect(state_path), {}))
+    gateway.start()
+    for version in versions:
+        await version.supervisor.wait_ready(5)
+    return gateway

@@ -11,20 +11,14 @@ import pytest
 from serving.errors import EngineUnavailableError, ModelNotFoundError, OverloadedError
 from serving.gateway import Gateway
 from serving.router.breaker import Breakers
-from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
-from serving.state import connect
 from tests.conftest import ManualClock
-from tests.serving.fake_engine import served_version
+from tests.serving.fake_engine import started_gateway
 
 
 @pytest.fixture
 async def gateway(tmp_path) -> AsyncIterator[Gateway]:
-    versions = [served_version("base"), served_version("new")]
-    gateway = Gateway(versions, 16, Router(connect(tmp_path / "state.db"), {}))
-    gateway.start()
-    for version in versions:
-        await version.supervisor.wait_ready(5)
+    gateway = await started_gateway(tmp_path / "state.db", "base", "new")
     yield gateway
     await gateway.stop()
 

@@ -10,13 +10,11 @@ import httpx
 import pytest
 
 from serving.api.app import create_app
-from serving.gateway import Gateway
 from serving.rollout.controller import RolloutController
 from serving.rollout.store import RolloutStore
-from serving.router.router import Router
 from serving.settings import FaultSettings, Settings
 from serving.state import connect
-from tests.serving.fake_engine import served_version
+from tests.serving.fake_engine import started_gateway
 
 SPLIT = {"members": [{"version": "chat", "weight": 70}, {"version": "new", "weight": 30}]}
 SLOW_ROLLOUT = {"canary": "new", "config": {"steps": [10, 100], "interval_s": 3600}}
@@ -28,12 +26,8 @@ def chat(model: str, user: str) -> dict[str, object]:
 
 @pytest.fixture(params=[False, True], ids=["faults-off", "faults-on"])
 async def client(request, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    versions = [served_version("chat"), served_version("new")]
-    gateway = Gateway(versions, 16, Router(connect(tmp_path / "state.db"), {}))
+    gateway = await started_gateway(tmp_path / "state.db", "chat", "new")
     gateway.access_log = False
-    gateway.start()
-    for version in versions:
-        await version.supervisor.wait_ready(5)
     app = create_app(Settings(faults=FaultSettings(enabled=request.param)), gateway)
     app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:

@@ -16,10 +16,9 @@ from serving.rollout.controller import RolloutController, RolloutRequest
 from serving.rollout.observation import Observation, VersionStats
 from serving.rollout.policy import ActionKind, Phase, RolloutConfig, RolloutState
 from serving.rollout.store import RolloutStore
-from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
 from serving.state import connect
-from tests.serving.fake_engine import served_version
+from tests.serving.fake_engine import started_gateway
 
 HEALTHY = Observation(VersionStats(100, 0, 0.2, 1.0), VersionStats(100, 0, 0.2, 1.0), window_s=60)
 FAILING = Observation(VersionStats(100, 0, 0.2, 1.0), VersionStats(100, 30, 0.2, 1.0), window_s=60)
@@ -42,11 +41,7 @@ class ScriptedObserver:
 
 @pytest.fixture
 async def gateway(tmp_path) -> AsyncIterator[Gateway]:
-    versions = [served_version("base"), served_version("new")]
-    gateway = Gateway(versions, 16, Router(connect(tmp_path / "state.db"), {}))
-    gateway.start()
-    for version in versions:
-        await version.supervisor.wait_ready(5)
+    gateway = await started_gateway(tmp_path / "state.db", "base", "new")
     await gateway.set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
     yield gateway
     await gateway.stop()

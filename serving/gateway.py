@@ -88,8 +88,8 @@ class Gateway:
         on_demand: OnDemandSettings | None = None,
         lora_target_modules: frozenset[str] | None = None,
     ) -> None:
-        self.bases = {base.name: base for base in bases}
-        self.configured = frozenset(self.bases)
+        self.bases: dict[str, ServedVersion] = {}
+        self.configured = frozenset(base.name for base in bases)
         """Bases from the config: never retired, and always part of /ready."""
         self.engine_factory = engine_factory
         self.on_demand = on_demand or OnDemandSettings()
@@ -97,7 +97,7 @@ class Gateway:
         self.lora_target_modules = lora_target_modules
         """Layers the engines carry adapters on (None: every layer)."""
         self.router = router
-        self.versions: dict[str, ServedVersion] = dict(self.bases)
+        self.versions: dict[str, ServedVersion] = {}
         self.faults: dict[str, FaultProfile] = {}
         self.breakers = Breakers(0, 1.0)
         self.fallbacks: dict[str, str] = {}
@@ -111,8 +111,7 @@ class Gateway:
         self._retiring: dict[str, asyncio.Task[None]] = {}
         self._idle: dict[str, asyncio.Event] = {}
         for base in bases:
-            base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))
-            self.expect_traffic(base.name, base.name)
+            self._add_base(base)
 
     @classmethod
     def from_settings(

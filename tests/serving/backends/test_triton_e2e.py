@@ -129,25 +129,16 @@ async def test_rejected_requests_become_openai_errors(backend: TritonBackend):
         await stream_chunks(backend, max_tokens=4, temperature=-1)
 
 
-def metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
 async def test_concurrent_requests_are_batched(backend: TritonBackend):
-    before = await backend.metrics_text()
+    before = (await backend.inference_statistics())["model_stats"][0]
     replies = await asyncio.gather(*(chat(backend, max_tokens=8) for _ in range(8)))
     assert all(reply["usage"]["completion_tokens"] > 0 for reply in replies)
-    for _ in range(50):  # Triton counts a batch when `execute` returns, just after its last response
-        after = await backend.metrics_text()
-        requests = metric(after, "nv_inference_count") - metric(before, "nv_inference_count")
-        if requests == 8:
-            break
-        await asyncio.sleep(0.1)
-    executions = metric(after, "nv_inference_exec_count") - metric(before, "nv_inference_exec_count")
+    after = await backend.settled_statistics(int(before["inference_count"]) + 8)
+    requests = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
     assert requests == 8
     assert executions < requests
-    batch_stats = (await backend.inference_statistics())["model_stats"][0]["batch_stats"]
-    assert max(int(stats["batch_size"]) for stats in batch_stats) > 1
+    assert max(int(stats["batch_size"]) for stats in after["batch_stats"]) > 1
 
 
 async def test_killed_tritonserver_is_seen_and_restarted(supervisor: EngineSupervisor, backend: TritonBackend):

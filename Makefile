@@ -49,7 +49,7 @@ bench: setup
 	$(BIN)/servekit bench all --out bench-out
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .servekit

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bentoml
 
+from loadtest.gate import run_gate
 from serving import log
 from serving.api.app import create_app
 from serving.api.path_guard import PathGuardMiddleware
@@ -53,7 +54,8 @@ class Servekit:
             else GatewayObserver(self.gateway.metrics.recent)
         )
         store = RolloutStore(connect(settings.state_path))
-        self.rollouts = RolloutController(self.gateway, observer, store, settings.home.resolve() / "gate-reports")
+        reports = settings.home.resolve() / "gate-reports"
+        self.rollouts = RolloutController(self.gateway, observer, store, reports, load_test=run_gate)
         app.state.rollouts = self.rollouts
 
     @bentoml.on_startup

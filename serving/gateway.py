@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from serving.backends.factory import create_backend, max_model_len, supervision_settings
 from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineStartError, EngineSupervisor
@@ -33,7 +35,7 @@ from serving.faults import FaultProfile
 from serving.metrics.access_log import write_access_log
 from serving.metrics.prometheus import GatewayMetrics
 from serving.metrics.stats import RequestStats
-from serving.protocol import ModelCard, ModelList
+from serving.protocol import EngineStatus, ModelCard, ModelList
 from serving.registry.adapters import adapter_rank, unserved_modules
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model
 from serving.router.breaker import Breakers
@@ -98,6 +100,8 @@ class Gateway:
         """Layers the engines carry adapters on (None: every layer)."""
         self.router = router
         self.versions: dict[str, ServedVersion] = {}
+        """Served versions by their served name (a configured base's public name; the registry tag otherwise):
+        the one identity routes and rollouts store."""
         self.faults: dict[str, FaultProfile] = {}
         self.breakers = Breakers(0, 1.0)
         self.fallbacks: dict[str, str] = {}
@@ -159,14 +163,17 @@ class Gateway:
     def _restore_routed_versions(self) -> None:
         """Route members (config or state file) not served yet: bases get their on-demand engine back (started
         with the others by `start`), then adapters are admitted, possibly onto those bases."""
-        missing = {v for route in self.router.routes.values() for v in route.versions if v not in self.versions}
-        models = {version: _registered(version, sorted(self.versions)) for version in sorted(missing)}
-        for version, model in models.items():
-            if model.labels.get("kind") in BASE_KINDS:
-                self._add_base(self._build_engine(version, model))
-        for version, model in models.items():
-            if version not in self.versions:
+        missing = {v for route in self.router.routes.values() for v in route.versions if self.find(v) is None}
+        models = {m.tag: m for m in (_registered(version, sorted(self.versions)) for version in sorted(missing))}
+        for tag, model in models.items():
+            if model.labels.get("kind") in BASE_KINDS and self.find(tag) is None:
+                self._add_base(self._build_engine(tag, model))
+        for tag, model in models.items():
+            if self.find(tag) is None:
                 self._admit_adapter(model)
+        for route in list(self.router.routes.values()):
+            members = [m.model_copy(update={"version": self.identify(m.version)}) for m in route.members]
+            self.router.adopt(_route(route.name, members))
 
     @property
     def ready(self) -> bool:
@@ -181,6 +188,21 @@ class Gateway:
     def engine_states(self) -> dict[str, str]:
         return {name: str(base.supervisor.state) for name, base in self.bases.items()}
 
+    def engine_report(self) -> list[EngineStatus]:
+        now = time.monotonic()
+        return [
+            EngineStatus(
+                name=name,
+                version=base.version,
+                state=str(base.supervisor.state),
+                state_for_s=round(now - base.supervisor.state_since, 1),
+                restarts=base.supervisor.restarts,
+                on_demand=name not in self.configured,
+                last_error=base.supervisor.last_error,
+            )
+            for name, base in self.bases.items()
+        ]
+
     def start(self) -> None:
         for base in self.bases.values():
             base.supervisor.start()
@@ -190,11 +212,22 @@ class Gateway:
             idle.set()  # shutting down: retiring engines need not wait for their requests
         await asyncio.gather(*(base.supervisor.stop() for base in self.bases.values()), *self._retiring.values())
 
+    def find(self, name: str) -> ServedVersion | None:
+        """The served version `name` means: its served name, else its registry tag (the first one served, when
+        one registry version is served by several engines)."""
+        return self.versions.get(name) or next((s for s in self.versions.values() if s.version == name), None)
+
     def resolve(self, name: str) -> ServedVersion:
-        served = self.versions.get(name)
+        served = self.find(name)
         if served is None:
             raise ModelNotFoundError(name, sorted(self.versions))
         return served
+
+    def identify(self, name: str) -> str:
+        """The served name `name` stands for, served yet or not (a version not served yet will be served under
+        its registry tag): a version given by its public name or its tag is one version everywhere."""
+        served = self.find(name)
+        return served.name if served is not None else _registered(name, sorted(self.versions)).tag
 
     def serving_version(self, model: str, sticky_key: str | None, pinned: str | None) -> tuple[ServedVersion, bool]:
         """The version that serves a request for `model` (a route or a version name), and whether it is the
@@ -203,8 +236,8 @@ class Gateway:
         if self.breakers.allow(served.name):
             return served, False
         fallback = self.fallbacks.get(model)
-        if fallback is not None and fallback in self.versions and self.breakers.allow(fallback):
-            return self.versions[fallback], True
+        if fallback is not None and (spare := self.find(fallback)) is not None and self.breakers.allow(spare.name):
+            return spare, True
         breaker = self.breakers.get(served.name)
         raise EngineUnavailableError(
             f"`{served.name}` is failing (circuit breaker open) and `{model}` has no healthy fallback; retry shortly.",
@@ -214,13 +247,17 @@ class Gateway:
     async def set_route(self, route: Route) -> Route:
         """Create or change a route. Members not served yet are made servable first (adapters loaded, bases
         started and warmed up on engines of their own), so the route never sends a request to a cold engine;
-        on-demand engines it no longer uses are retired."""
+        on-demand engines it no longer uses are retired. Members are stored by their served names, whichever name
+        (public name or registry tag) they were given by."""
         async with self.holding(route.versions):
-            for version in route.versions:
-                await self.prepare(version)
-                self.expect_traffic(version, route.name)
-            self.router.set(route)
-        return route
+            members = []
+            for member in route.members:
+                served = await self.prepare(member.version)
+                self.expect_traffic(served.name, route.name)
+                members.append(member.model_copy(update={"version": served.name}))
+            resolved = _route(route.name, members)
+            self.router.set(resolved)
+        return resolved
 
     async def delete_route(self, name: str) -> None:
         if name not in self.router.routes:
@@ -240,14 +277,18 @@ class Gateway:
             self._held.subtract(versions)
             self.retire_unused()
 
-    async def prepare(self, tag: str) -> ServedVersion:
-        """Make `tag` servable (idempotent): load an adapter, or start an engine for a base/merged version."""
+    async def prepare(self, name: str) -> ServedVersion:
+        """Make `name` servable (idempotent): load an adapter, or start an engine for a base/merged version,
+        served under its registry tag."""
+        if (served := self.find(name)) is not None:
+            return served
+        model = _registered(name, sorted(self.versions))
+        tag = model.tag
         async with self._preparing[tag]:
             if (retiring := self._retiring.get(tag)) is not None:
                 await retiring
-            if tag in self.versions:
-                return self.versions[tag]
-            model = _registered(tag, sorted(self.versions))
+            if (served := self.find(tag)) is not None:
+                return served
             if model.labels.get("kind") not in BASE_KINDS:
                 return await self.load_adapter(tag)
             return await self._start_on_demand(tag, model)
@@ -309,7 +350,8 @@ class Gateway:
         names = {v for route in self.router.routes.values() for v in route.versions}
         if held:
             names |= {v for v, count in self._held.items() if count > 0}
-        return names | {self.versions[v].parent for v in names if v in self.versions and self.versions[v].parent}
+        served = [s for name in names if (s := self.find(name)) is not None]
+        return names | {s.name for s in served} | {s.parent for s in served if s.parent}
 
     def _build_engine(self, tag: str, model: RegisteredModel) -> ServedVersion:
         if self.engine_factory is None:
@@ -319,28 +361,37 @@ class Gateway:
     def _add_base(self, served: ServedVersion) -> None:
         served.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, served))
         self.bases[served.name] = served
-        self.versions[served.name] = served
-        self.expect_traffic(served.name, served.name)
+        self._serve(served)
 
     def _drop_base(self, name: str) -> ServedVersion:
         """Take a base and the adapters riding on it out of the served set."""
-        for adapter in [v.name for v in self.versions.values() if v.parent == name]:
-            del self.versions[adapter]
-        del self.versions[name]
+        for adapter in [v for v in self.versions.values() if v.parent == name]:
+            self._unserve(adapter)
+        self._unserve(self.bases[name])
         return self.bases.pop(name)
+
+    def _serve(self, served: ServedVersion) -> None:
+        self.versions[served.name] = served
+        self.expect_traffic(served.name, served.name)
+
+    def _unserve(self, served: ServedVersion) -> None:
+        del self.versions[served.name]
 
     async def load_adapter(self, tag: str) -> ServedVersion:
         """Load a registered adapter onto its base engine (idempotent)."""
-        if tag in self.versions:
-            return self.versions[tag]
-        served = self._admit_adapter(_registered(tag, sorted(self.versions)))
+        if (served := self.find(tag)) is not None:
+            return served
+        model = _registered(tag, sorted(self.versions))
+        if (served := self.find(model.tag)) is not None:
+            return served
+        served = self._admit_adapter(model)
         if not served.supervisor.ready:
-            del self.versions[served.name]
+            self._unserve(served)
             raise served.supervisor.unavailable()
         try:
             await served.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
         except Exception:
-            del self.versions[served.name]
+            self._unserve(served)
             raise
         logger.info("loaded adapter %s on %s", served.name, served.parent)
         return served
@@ -349,9 +400,9 @@ class Gateway:
         served = self.resolve(tag)
         if served.parent is None:
             raise InvalidRequestError(f"`{tag}` is a base version; only adapters can be unloaded.", param="version")
-        if routes := self.router.referencing(tag):
+        if routes := self.router.referencing(served.name):
             raise ConflictError(f"`{tag}` still receives traffic from route(s) {', '.join(routes)}; change them first.")
-        del self.versions[tag]
+        self._unserve(served)
         if served.supervisor.ready:
             await served.supervisor.backend.unload_adapter(served.engine_model)
         logger.info("unloaded adapter %s", tag)
@@ -387,8 +438,7 @@ class Gateway:
                 code="adapter_modules_not_served",
             )
         served = ServedVersion(model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name)
-        self.versions[model.tag] = served
-        self.expect_traffic(served.name, served.name)
+        self._serve(served)
         return served
 
     async def _reload_adapters(self, base: ServedVersion) -> None:
@@ -413,8 +463,8 @@ class Gateway:
             for served in self.versions.values()
         ]
         for route in self.router.routes.values():
-            members = [self.versions[v] for v in route.versions if v in self.versions]
-            primary = self.versions.get(max(route.members, key=lambda m: m.weight).version)
+            members = [s for v in route.versions if (s := self.find(v)) is not None]
+            primary = self.find(route.primary)
             cards.append(
                 ModelCard(
                     id=route.name,
@@ -449,7 +499,7 @@ class Gateway:
     def expect_traffic(self, version: str, route: str) -> None:
         """`version` is about to get requests for `route` (its own name, a route, a rollout's canary): its series
         start at zero now, so Prometheus counts the very first ones."""
-        served = self.versions[version]
+        served = self.resolve(version)
         self.metrics.expect(served.model.name, served.version, route)
 
     def record(self, stats: RequestStats) -> None:
@@ -458,14 +508,22 @@ class Gateway:
             write_access_log(stats)
 
     def set_fault(self, version: str, profile: FaultProfile | None) -> None:
-        self.resolve(version)
+        name = self.resolve(version).name
         if profile is None:
-            self.faults.pop(version, None)
+            self.faults.pop(name, None)
         else:
-            self.faults[version] = profile
+            self.faults[name] = profile
 
     async def engine_metrics(self) -> list[str]:
         return list(await asyncio.gather(*(b.supervisor.backend.metrics_text() for b in self.bases.values())))
+
+
+def _route(name: str, members: list[RouteMember]) -> Route:
+    """A route of resolved members; two names of one version are refused like a version named twice."""
+    try:
+        return Route(name=name, members=members)
+    except ValidationError as exc:
+        raise InvalidRequestError(f"Invalid route: {exc.errors()[0]['msg']}", param="members") from exc
 
 
 VERSION_NAME = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?(:[a-z0-9]([-._a-z0-9]*[a-z0-9])?)?$")

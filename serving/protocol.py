@@ -124,6 +124,18 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class EngineStatus(BaseModel):
+    """One engine as `GET /admin/engines` shows it: what a CLI waiting on an engine start reports."""
+
+    name: str
+    version: str
+    state: str
+    state_for_s: float = Field(description="Seconds since the engine entered `state`.")
+    restarts: int
+    on_demand: bool
+    last_error: str | None = None
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str

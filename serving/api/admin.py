@@ -11,7 +11,7 @@ from serving.api.auth import require_admin
 from serving.api.routes import ERROR_RESPONSES, gateway_of
 from serving.errors import ConflictError, InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
-from serving.protocol import ModelCard, ModelList
+from serving.protocol import EngineStatus, ModelCard, ModelList
 from serving.rollout.controller import RolloutController, RolloutRequest
 from serving.rollout.policy import RolloutState
 from serving.router.routes import Route, RouteMember
@@ -39,6 +39,12 @@ def rollouts_of(request: Request) -> RolloutController:
 @admin_router.get("/models", response_model=ModelList)
 async def admin_models(request: Request) -> ModelList:
     return gateway_of(request).model_list()
+
+
+@admin_router.get("/engines", response_model=list[EngineStatus])
+async def admin_engines(request: Request) -> list[EngineStatus]:
+    """Every engine and its state, on-demand ones still starting included."""
+    return gateway_of(request).engine_report()
 
 
 @admin_router.post("/models/{version}/load", response_model=ModelCard)

@@ -43,6 +43,7 @@ class EngineSupervisor:
         self.last_error: str | None = None
         self.restarts = 0
         self.ready_since: float | None = None
+        self.state_since = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._ready_event = asyncio.Event()
         self._changed = asyncio.Event()
@@ -148,6 +149,7 @@ class EngineSupervisor:
     def _set_state(self, state: EngineState) -> None:
         if state is not self.state:
             logger.info("engine %s: %s -> %s", self.backend.served_name, self.state, state)
+            self.state_since = time.monotonic()
         self.state = state
         self._changed.set()
         self._changed = asyncio.Event()

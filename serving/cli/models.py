@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 import typer
-from rich.table import Table
 
 from serving.cli.admin_client import UrlOption, call, console
 from serving.cli.config import ConfigOption
@@ -169,20 +168,45 @@ def prune(
             console.print(f"deleted {model.tag}")
 
 
+def _listing(model: RegisteredModel) -> dict[str, object]:
+    """One version as `models list` shows it: an adapter by its base and trainable parameters."""
+    from serving.registry.adapters import trainable_parameters
+
+    meta = model.metadata
+    adapter = meta.get("kind") == "adapter"
+    return {
+        "tag": model.tag,
+        "kind": meta.get("kind", "unknown"),
+        "base": model.labels.get("base") if adapter else None,
+        "source": None if adapter else meta.get("source"),
+        "parameters": trainable_parameters(model.path) if adapter else meta.get("parameters"),
+        "created_at": meta.get("created_at"),
+    }
+
+
 @app.command("list")
-def list_(config: Path | None = ConfigOption) -> None:
-    """All versions in the registry."""
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array, for scripts."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """All versions in the registry: tags in full; an adapter's base and trainable parameters."""
     from serving.registry.store import list_models
 
     load_settings(config)
-    table = Table("tag", "kind", "source", "parameters", "created")
-    for model in list_models():
-        meta = model.metadata
-        table.add_row(
-            model.tag, meta.get("kind", "?"), meta.get("source", "?"),
-            f"{meta.get('parameters', 0):,}", str(meta.get("created_at", "?")),
-        )  # fmt: skip
-    console.print(table)
+    rows = [_listing(model) for model in list_models()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    tag_width = max((len(str(row["tag"])) for row in rows), default=3)
+    console.print(f"{'TAG':<{tag_width}}  {'KIND':<7}  {'PARAMETERS':>21}  CREATED", highlight=False)
+    for row in rows:
+        trained = " trainable" if row["kind"] == "adapter" else ""
+        params = f"{row['parameters']:,}{trained}" if row["parameters"] is not None else "-"
+        created = str(row["created_at"] or "-")[:10]
+        line = f"{row['tag']:<{tag_width}}  {row['kind']:<7}  {params:>21}  {created}"
+        console.print(line, highlight=False)
+        lineage = f"base {row['base']}" if row["base"] else f"source {row['source'] or '-'}"
+        console.print(f"  {lineage}", style="dim", highlight=False)
 
 
 @app.command()

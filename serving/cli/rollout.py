@@ -30,11 +30,17 @@ def start(
     failure_threshold: int = typer.Option(2),
     pre_rollout_webhook: str | None = typer.Option(None),
     step_webhook: str | None = typer.Option(None),
-    gate_slo: str | None = typer.Option(None, help="Load-test gate: SLOs a pinned load test must meet first."),
+    gate_slo: str | None = typer.Option(
+        None,
+        help="Load-test gate: SLOs a load test pinned to the canary must meet before the start and each step, "
+        'e.g. "ttft_p95<2s,error_rate<0.01".',
+    ),
     gate_duration: float = typer.Option(10, help="Load-test gate duration, seconds."),
     gate_users: int = typer.Option(4, help="Load-test gate users."),
+    gate_stages: str = typer.Option("pre-rollout,step", help="When the load-test gate runs."),
     url: str = UrlOption,
 ) -> None:
+    """Start a canary rollout on ROUTE; waits (showing progress) while a canary base version's engine starts."""
     config = {
         "steps": [float(s) for s in steps.split(",")],
         "interval_s": _seconds(interval),
@@ -44,14 +50,25 @@ def start(
         "min_requests": min_requests,
         "failure_threshold": failure_threshold,
     }
-    body = {
+    body: dict[str, object] = {
         "canary": canary,
         "config": config,
         "pre_rollout_webhook": pre_rollout_webhook,
         "step_webhook": step_webhook,
     }
-    state = call(url, "POST", f"/rollouts/{route}", body)
-    console.print(f"rollout of [bold]{canary}[/bold] on {route}: {state['phase']}, step {state['step']}")
+    if gate_slo is not None:
+        stages = [stage.strip() for stage in gate_stages.split(",")]
+        body["load_test_gate"] = {
+            "url": url, "slo": gate_slo, "duration_s": gate_duration, "users": gate_users, "stages": stages
+        }  # fmt: skip
+    state = call(url, "POST", f"/rollouts/{route}", body, progress=True)
+    weight = state["config"]["steps"][state["step"]]
+    console.print(
+        f"rollout of [bold]{state['canary']}[/bold] on {route}: {state['phase']}, canary at {weight:g}% "
+        f"(primary {state['primary']})"
+    )
+    for gate, spec in state["gates"].items():
+        console.print(f"  gate {gate}: {json.dumps(spec)}")
 
 
 @app.command()

@@ -25,15 +25,17 @@ def set_(
     members: list[str] = typer.Argument(..., help="VERSION=WEIGHT pairs summing to 100, e.g. base=90 new:abc=10"),
     url: str = UrlOption,
 ) -> None:
-    """Create a route or change its weights."""
+    """Create a route or change its weights; waits (showing progress) while a new base version's engine starts.
+    Members are stored as the registry versions they name."""
     parsed = []
     for member in members:
         version, sep, weight = member.rpartition("=")
         if not sep:
             raise typer.BadParameter(f"{member!r} is not VERSION=WEIGHT")
         parsed.append({"version": version, "weight": float(weight)})
-    call(url, "PUT", f"/routes/{name}", {"members": parsed})
-    console.print(f"route [bold]{name}[/bold] set")
+    route = call(url, "PUT", f"/routes/{name}", {"members": parsed}, progress=True)
+    split = ", ".join(f"{m['version']}={m['weight']:g}" for m in route["members"])
+    console.print(f"route [bold]{name}[/bold] set: {split}")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from serving.registry.prepare import ModelSourceError, directory_sha256
 from serving.registry.store import RegisteredModel, find_by_label, import_directory
 
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def adapter_config(path: Path) -> dict:
@@ -19,6 +21,18 @@ def adapter_config(path: Path) -> dict:
 
 def adapter_rank(path: Path) -> int:
     return int(adapter_config(path)["r"])
+
+
+def trainable_parameters(path: Path) -> int | None:
+    """Parameters in the adapter's weights file (what training updated), read from the safetensors header;
+    None when the file is missing or not safetensors (a listing shows every version, readable or not)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path / ADAPTER_WEIGHTS, framework="numpy") as weights:
+            return sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
+    except (OSError, SafetensorError):
+        return None
 
 
 def unserved_modules(path: Path, served: frozenset[str] | None) -> list[str]:

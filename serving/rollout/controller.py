@@ -14,7 +14,7 @@ from pydantic import BaseModel, HttpUrl
 
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from serving.gateway import Gateway
-from serving.rollout.gates import Gate, LoadTestGate, LoadTestGateSpec, WebhookGate
+from serving.rollout.gates import Gate, GateResult, LoadTestGate, LoadTestGateSpec, LoadTestRunner, WebhookGate
 from serving.rollout.observation import Observer
 from serving.rollout.policy import Action, ActionKind, Phase, RolloutConfig, RolloutState, decide
 from serving.rollout.store import RolloutStore
@@ -32,9 +32,18 @@ class RolloutRequest(BaseModel):
 
 
 class RolloutController:
-    def __init__(self, gateway: Gateway, observer: Observer, store: RolloutStore, reports_dir: Path) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        observer: Observer,
+        store: RolloutStore,
+        reports_dir: Path,
+        load_test: LoadTestRunner | None = None,
+    ) -> None:
+        """`load_test` runs the load-test gates (none: a rollout asking for one is refused)."""
         self.gateway = gateway
         self.reports_dir = reports_dir
+        self.load_test = load_test
         self.observer = observer
         self.store = store
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -73,18 +82,25 @@ class RolloutController:
         current = self.store.get(route_name)
         if current is not None and not current.phase.finished:
             raise ConflictError(f"Route `{route_name}` already has a rollout ({current.phase}); abort it first.")
-        primary = max(route.members, key=lambda m: m.weight).version
-        if request.canary == primary:
+        if request.load_test_gate is not None and self.load_test is None:
+            raise InvalidRequestError("This server runs no load-test gates.", param="load_test_gate")
+        primary = route.primary  # route members are stored by served name, the identity a rollout keeps too
+        if self.gateway.identify(request.canary) == primary:
             raise InvalidRequestError(f"`{request.canary}` is already the primary of `{route_name}`.", param="canary")
         # A canary base version gets its engine (warm) before the rollout starts; it is retired again when a
         # pre-rollout gate refuses, and later when a promotion or rollback leaves no route using it.
         async with self.gateway.holding([request.canary]):
-            await self.gateway.prepare(request.canary)
-            self.gateway.expect_traffic(request.canary, route_name)  # at zero while the gates run: likely scraped so
+            served = await self.gateway.prepare(request.canary)
+            canary = served.name
+            if served.version == self.gateway.resolve(primary).version:
+                raise InvalidRequestError(
+                    f"`{canary}` and the primary `{primary}` serve the same registry version ({served.version}); "
+                    "their metrics carry one `version` label, so a rollout could not tell them apart.",
+                    param="canary",
+                )
+            self.gateway.expect_traffic(canary, route_name)  # at zero while the gates run: likely scraped so
             gates = request.model_dump(mode="json", include={"step_webhook", "load_test_gate"}, exclude_none=True)
-            state = RolloutState(
-                route=route_name, primary=primary, canary=request.canary, config=request.config, gates=gates
-            )
+            state = RolloutState(route=route_name, primary=primary, canary=canary, config=request.config, gates=gates)
             pre_gates = self._load_test_gates(state)
             if request.pre_rollout_webhook is not None:
                 pre_gates.append(WebhookGate(str(request.pre_rollout_webhook)))
@@ -94,9 +110,8 @@ class RolloutController:
                 if not result.passed:
                     raise ConflictError(f"Pre-rollout gate failed: {result.detail}")
             self.store.save(state)
-            self.store.audit(
-                route_name, "started", {"primary": primary, "canary": request.canary, **state.config.model_dump()}
-            )
+            started = {"primary": primary, "canary": canary, "gates": gates, **state.config.model_dump()}
+            self.store.audit(route_name, "started", started)
             await self.tick(route_name)
         self._spawn(route_name)
         return self.store.get(route_name) or state
@@ -104,19 +119,22 @@ class RolloutController:
     async def tick(self, route_name: str) -> Action:
         state = self.active(route_name)
         observation = None
-        gate_failures: tuple[str, ...] = ()
+        observed: dict[str, str] = {}
+        results: list[GateResult] = []
         if state.phase is Phase.progressing:
-            window = state.config.interval_s
-            observation = await self.observer.observe(route_name, state.primary, state.canary, window)
+            observed = {role: self.gateway.resolve(getattr(state, role)).version for role in ("primary", "canary")}
+            observation = await self.observer.observe(route_name, **observed, window_s=state.config.interval_s)
             results = [await gate.check(state, "step") for gate in self._step_gates(state)]
-            gate_failures = tuple(f"gate: {r.detail}" for r in results if not r.passed)
+        gate_failures = tuple(f"gate: {r.detail}" for r in results if not r.passed)
         new_state, action = decide(state, observation, gate_failures)
         await self._apply(new_state, action)
         self.store.save(new_state)
         detail: dict[str, Any] = {"reason": action.reason, "phase": new_state.phase, "step": new_state.step}
         detail |= {"canary_weight": action.canary_weight, "failed_checks": new_state.failed_checks}
         if observation is not None:
-            detail["observation"] = asdict(observation)
+            detail["observation"] = asdict(observation) | {"versions": observed}
+        if results:
+            detail["gates"] = [asdict(result) for result in results]
         self.store.audit(route_name, action.kind, detail)
         return action
 
@@ -153,7 +171,7 @@ class RolloutController:
         if last is not None and not last.phase.finished:
             await self.abort(route_name)
         route = await self.gateway.set_route(Route(name=route_name, members=[RouteMember(version=target, weight=100)]))
-        self.store.audit(route_name, "rollback", {"to": target})
+        self.store.audit(route_name, "rollback", {"to": route.primary})
         return route
 
     def history(self, route: str) -> list[dict[str, Any]]:
@@ -162,7 +180,9 @@ class RolloutController:
 
     def _load_test_gates(self, state: RolloutState) -> list[Gate]:
         spec = state.gates.get("load_test_gate")
-        return [LoadTestGate(LoadTestGateSpec.model_validate(spec), self.reports_dir)] if spec else []
+        if not spec or self.load_test is None:
+            return []
+        return [LoadTestGate(LoadTestGateSpec.model_validate(spec), self.reports_dir, self.load_test)]
 
     def _step_gates(self, state: RolloutState) -> list[Gate]:
         webhook = state.gates.get("step_webhook")

@@ -31,6 +31,7 @@ class Observer(Protocol):
     """Measures a route's versions; `PrometheusObserver` (PromQL) and `GatewayObserver` (in-process)."""
 
     async def observe(self, route: str, primary: str, canary: str, window_s: float) -> Observation:
-        """Stats of `primary` and `canary` for requests to `route` over the last `window_s` seconds.
-        Server errors are 5xx responses; client errors (4xx) never count against a version."""
+        """Stats of `primary` and `canary` (registry versions: the `version` label of servekit's series) for
+        requests to `route` over the last `window_s` seconds. Server errors are 5xx responses; client errors
+        (4xx) never count against a version."""
         ...

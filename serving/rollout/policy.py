@@ -1,8 +1,9 @@
 """The canary decision as a pure function: (state, observation, config) -> (new state, action).
 
 In the spirit of Flagger's canary analysis: each tick judges the current step; too little data halts the
-step (never fails it); a failed check counts towards `failure_threshold`, after which the canary is rolled
-back; a healthy last step promotes it (primary := canary at 100%)."""
+step (never fails it), and so does a comparison with the primary that cannot be made; a failed check counts
+towards `failure_threshold`, after which the canary is rolled back; a healthy last step promotes it
+(primary := canary at 100%). Nothing is promoted on data that was not there."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from serving.rollout.observation import Observation
+from serving.rollout.observation import Observation, VersionStats
 
 
 class Phase(enum.StrEnum):
@@ -44,6 +45,14 @@ class RolloutConfig(BaseModel):
         return steps
 
 
+class PrimaryReference(BaseModel):
+    """The primary's figures from the last window in which it had traffic: what a canary holding all of the
+    route's traffic (weight 100) is compared with."""
+
+    stats: VersionStats
+    tick: int
+
+
 class RolloutState(BaseModel):
     route: str
     primary: str
@@ -56,6 +65,7 @@ class RolloutState(BaseModel):
     gates: dict[str, Any] = Field(
         default_factory=dict, description="The step gates' specs, kept so a resumed rollout keeps its gates."
     )
+    primary_reference: PrimaryReference | None = None
 
     @property
     def canary_weight(self) -> float:
@@ -81,21 +91,45 @@ class Action:
     canary_weight: float | None = None
 
 
-def failed_checks(observation: Observation, config: RolloutConfig) -> list[str]:
-    """Checks the canary fails: absolute error rate, and latency ratios against the primary when both have data."""
-    canary, primary = observation.canary, observation.primary
+def answered(stats: VersionStats) -> bool:
+    """Whether `stats` has latency figures to compare: some requests in the window were answered."""
+    return bool(stats.latency_p95_s)
+
+
+def judge(canary: VersionStats, primary: VersionStats, config: RolloutConfig) -> tuple[list[str], str | None]:
+    """(checks the canary fails, why a comparison with the primary cannot be made, if so): the absolute error
+    rate, then the latency p95 ratio, and the TTFT p95 ratio wherever streamed requests give TTFTs (with no
+    stream on either side there is no TTFT to compare, which is no missing data)."""
     failures = []
     if (rate := canary.error_rate) is not None and rate > config.max_error_rate:
         failures.append(f"error rate {rate:.3f} > {config.max_error_rate}")
-    for label, mine, theirs, limit in (
-        ("TTFT p95", canary.ttft_p95_s, primary.ttft_p95_s, config.max_ttft_p95_ratio),
-        ("latency p95", canary.latency_p95_s, primary.latency_p95_s, config.max_latency_p95_ratio),
-    ):
-        if mine is not None and theirs:
-            ratio = mine / theirs
-            if ratio > limit:
-                failures.append(f"{label} ratio {ratio:.2f} > {limit} ({mine:.3f}s vs {theirs:.3f}s)")
-    return failures
+    if not answered(primary):
+        return failures, f"no primary data ({primary.requests} primary requests, none answered)"
+    if not answered(canary):
+        return failures, f"no canary data ({canary.requests} canary requests, none answered)"
+    ratios = [("latency p95", canary.latency_p95_s, primary.latency_p95_s, config.max_latency_p95_ratio)]
+    if (canary.ttft_p95_s is None) != (primary.ttft_p95_s is None):
+        side = "primary" if primary.ttft_p95_s is None else "canary"
+        return failures, f"no {side} TTFT data (only the other side had streamed requests)"
+    if canary.ttft_p95_s and primary.ttft_p95_s:
+        ratios.insert(0, ("TTFT p95", canary.ttft_p95_s, primary.ttft_p95_s, config.max_ttft_p95_ratio))
+    for label, mine, theirs, limit in ratios:
+        if (ratio := mine / theirs) > limit:
+            failures.append(f"{label} ratio {ratio:.2f} > {limit} ({mine:.3f}s vs {theirs:.3f}s)")
+    return failures, None
+
+
+def compared_primary(state: RolloutState, observation: Observation) -> tuple[VersionStats, str, RolloutState]:
+    """The primary figures this tick compares with, a note on where they come from, and the state keeping the
+    last window with primary traffic. At weight 100 the primary gets no traffic: its last such window stands in."""
+    primary = observation.primary
+    if answered(primary):
+        kept = PrimaryReference(stats=primary, tick=state.ticks)
+        return primary, "", state.model_copy(update={"primary_reference": kept})
+    reference = state.primary_reference
+    if state.canary_weight >= 100 and reference is not None:
+        return reference.stats, f" (primary: its last window with traffic, tick {reference.tick})", state
+    return primary, "", state
 
 
 def decide(
@@ -115,18 +149,22 @@ def decide(
     if observation is None or observation.canary.requests < config.min_requests:
         seen = 0 if observation is None else observation.canary.requests
         return ticked, Action(ActionKind.halt, f"not enough data: {seen} canary requests < {config.min_requests}")
-    failures = [*gate_failures, *failed_checks(observation, config)]
+    primary, source, ticked = compared_primary(ticked, observation)
+    failed, missing = judge(observation.canary, primary, config)
+    failures = [*gate_failures, *failed]
     if failures:
         count = state.failed_checks + 1
         if count >= config.failure_threshold:
             rolled_back = ticked.model_copy(update={"phase": Phase.rolled_back, "failed_checks": count})
-            return rolled_back, Action(ActionKind.rollback, "; ".join(failures), 0.0)
+            return rolled_back, Action(ActionKind.rollback, "; ".join(failures) + source, 0.0)
         return ticked.model_copy(update={"failed_checks": count}), Action(
-            ActionKind.halt, f"check failed ({count}/{config.failure_threshold}): " + "; ".join(failures)
+            ActionKind.halt, f"check failed ({count}/{config.failure_threshold}): " + "; ".join(failures) + source
         )
+    if missing:
+        return ticked, Action(ActionKind.halt, f"cannot compare with the primary: {missing}")
     if state.step + 1 >= len(config.steps):
         return ticked.model_copy(update={"phase": Phase.promoted}), Action(
-            ActionKind.promote, "all steps healthy", 100.0
+            ActionKind.promote, "all steps healthy" + source, 100.0
         )
     advanced = ticked.model_copy(update={"step": state.step + 1})
-    return advanced, Action(ActionKind.set_weight, "step healthy", config.steps[state.step + 1])
+    return advanced, Action(ActionKind.set_weight, "step healthy" + source, config.steps[state.step + 1])

@@ -25,6 +25,11 @@ class Router:
         route = self.routes.get(model)
         return choose_version(route, sticky_key) if route else model
 
+    def adopt(self, route: Route) -> None:
+        """Replace a route in memory only (its members resolved to registry tags at startup): a route from the
+        config keeps following the config."""
+        self.routes[route.name] = route
+
     def set(self, route: Route) -> None:
         self.routes[route.name] = route
         self._db.execute(

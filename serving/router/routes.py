@@ -31,6 +31,11 @@ class Route(BaseModel):
     def versions(self) -> list[str]:
         return [m.version for m in self.members]
 
+    @property
+    def primary(self) -> str:
+        """The member with the most traffic."""
+        return max(self.members, key=lambda m: m.weight).version
+
     def weight_of(self, version: str) -> float:
         return next((m.weight for m in self.members if m.version == version), 0.0)
 

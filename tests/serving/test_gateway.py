@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from serving.errors import EngineUnavailableError, ModelNotFoundError, OverloadedError
+from serving.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError, OverloadedError
 from serving.gateway import Gateway
 from serving.router.breaker import Breakers
 from serving.router.routes import Route, RouteMember
@@ -41,6 +41,19 @@ async def test_a_request_goes_to_the_named_version_or_a_route_member(gateway):
     with pytest.raises(ModelNotFoundError) as unknown:
         gateway.serving_version("nosuch", None, None)
     assert "base" in unknown.value.message and "new" in unknown.value.message
+
+
+async def test_a_version_named_by_its_public_name_or_its_registry_tag_is_one_version(gateway):
+    by_tag = await gateway.set_route(Route(name="chat", members=[RouteMember(version="new:v1", weight=100)]))
+    assert by_tag.versions == ["new"], "routes store the served name"
+    assert gateway.serving_version("base:v1", None, None) == (gateway.versions["base"], False)
+    assert gateway.serving_version("chat", None, "base:v1") == (gateway.versions["base"], False)
+    assert gateway.identify("base:v1") == gateway.identify("base") == "base"
+    halves = [RouteMember(version="new", weight=50), RouteMember(version="new:v1", weight=50)]
+    twice = Route(name="chat", members=halves)
+    with pytest.raises(InvalidRequestError, match="appears twice"):
+        await gateway.set_route(twice)
+    assert gateway.router.routes["chat"].versions == ["new"], "a refused change leaves the route as it was"
 
 
 async def test_an_open_breaker_sends_the_route_to_its_fallback_or_refuses_with_retry_after(gateway):

@@ -172,6 +172,9 @@ def test_a_base_that_cannot_start_refuses_the_route_and_leaves_nothing_running(g
         error = response.json()["error"]
         assert error["code"] == "engine_start_failed" and "no-such-architecture" in error["message"]
         assert tag not in cards(gateway)
+        as_user = CliRunner().invoke(cli, ["routes", "set", ROUTE, f"{BASE}=90", f"{tag}=10", "--url", gateway])
+        assert as_user.exit_code == 1 and "no-such-architecture" in as_user.output, "the engine log's reason"
+        assert f"engine {tag}: starting for" in as_user.output, "no progress while the engine started"
         assert engine_process(tag) is None
         assert ROUTE not in {r["name"] for r in httpx.get(f"{gateway}/admin/routes").json()}
     finally:

@@ -1,5 +1,6 @@
-"""A version on a real Triton server behind the same gateway as a vLLM version: same OpenAI surface, and both
-answering as members of one A/B route."""
+"""A version on a real Triton server behind the same gateway as a vLLM version: same OpenAI surface, both
+answering as members of one A/B route, and a rollout onto the (really slower) Triton engine rolled back by the
+latency ratio at its default limit."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ import json
 import time
 from collections.abc import Iterator
 
+import bentoml
 import httpx
 import openai
 import psutil
 import pytest
+from typer.testing import CliRunner
 
 from serving.backends.ports import free_port_block
+from serving.cli import app as cli
+from serving.registry.store import get_model
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+from tests.serving.rollout.traffic import Traffic, admin, wait_for_phase
 
 BASE = "smollm2-135m-instruct"
 TRITON = "smollm2-triton"
+"""Served on Triton from the default model's weights registered under this name: a registry version of its own,
+so its series (`version` label) are told apart from the vLLM version's."""
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -28,8 +36,17 @@ TRITON_PORT = free_port_block(3)
 
 
 @pytest.fixture(scope="module")
-def gateway(server, artifacts_dir) -> Iterator[str]:
-    versions = [{"name": TRITON, "model": BASE, "engine": "triton", "port": TRITON_PORT}]
+def triton_weights(settings) -> Iterator[str]:
+    result = CliRunner().invoke(cli, ["models", "pull", str(get_model(BASE).path), "--name", TRITON])
+    assert result.exit_code == 0, result.output
+    tag = get_model(TRITON).tag
+    yield tag
+    bentoml.models.delete(tag)
+
+
+@pytest.fixture(scope="module")
+def gateway(server, triton_weights, artifacts_dir) -> Iterator[str]:
+    versions = [{"name": TRITON, "model": triton_weights, "engine": "triton", "port": TRITON_PORT}]
     env = {
         "SERVEKIT_ENGINE__URL": server.engine_url,
         "SERVEKIT_HOME": str(artifacts_dir / "triton-gateway"),
@@ -90,3 +107,29 @@ def test_a_killed_tritonserver_turns_ready_red_while_vllm_keeps_serving(gateway)
         assert time.monotonic() < deadline, "tritonserver was not restarted"
         time.sleep(0.5)
     assert httpx.post(f"{gateway}/v1/chat/completions", json={**body, "model": TRITON}, timeout=60).status_code == 200
+
+
+def test_a_really_slower_canary_is_rolled_back_by_the_latency_ratio_at_its_default_limit(gateway):
+    """Triton's Python backend answers the same requests several times slower than vLLM here: a real slow canary,
+    no injected fault, judged with the default limits (ratios 1.25, two failed checks)."""
+    assert admin(gateway, "PUT", "/routes/migrate", json={"members": [{"version": BASE, "weight": 100}]}).is_success
+    config = {"steps": [50, 100], "interval_s": 5, "min_requests": 3}
+    try:
+        with Traffic(gateway, "migrate") as traffic:
+            started = admin(gateway, "POST", "/rollouts/migrate", json={"canary": TRITON, "config": config})
+            assert started.status_code == 200, started.text
+            final = wait_for_phase(gateway, "migrate", {"promoted", "rolled_back"})
+        assert final["phase"] == "rolled_back", final
+        history = admin(gateway, "GET", "/rollouts/migrate/history").json()
+        failed = [e for e in history if e["event"] in ("halt", "rollback") and "ratio" in e["reason"]]
+        assert [e["event"] for e in failed][-2:] == ["halt", "rollback"], history
+        for entry in failed:
+            observed = entry["observation"]
+            assert "latency p95 ratio" in entry["reason"] and "error rate" not in entry["reason"]
+            assert observed["primary"]["requests"] > 0 and observed["canary"]["server_errors"] == 0
+            assert observed["canary"]["latency_p95_s"] > 1.25 * observed["primary"]["latency_p95_s"]
+        assert set(traffic.statuses) == {200}, "the slow canary failed no request; only its speed rolled it back"
+        route = next(r for r in admin(gateway, "GET", "/routes").json() if r["name"] == "migrate")
+        assert route["members"] == [{"version": BASE, "weight": 100.0}]
+    finally:
+        admin(gateway, "DELETE", "/routes/migrate")

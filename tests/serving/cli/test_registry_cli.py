@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.registry.adapters import import_adapter
-from serving.registry.store import RegisteredModel, list_models
+from serving.registry.store import RegisteredModel, get_model, list_models
 from tests.conftest import free_port
 
 runner = CliRunner()
@@ -51,3 +51,23 @@ def test_prune_keeps_the_newest_and_delete_refuses_a_base(tmp_path, settings):
 def test_delete_refuses_a_served_version(server, settings):
     served = runner.invoke(app, ["models", "delete", settings.model.name, "--url", server.base_url])
     assert served.exit_code == 1 and "served or routed" in served.output
+
+
+def test_list_shows_whole_tags_and_an_adapters_base_and_trainable_parameters(random_adapters, settings):
+    adapter = random_adapters["a"]
+    config = json.loads((get_model(settings.model.name).path / "config.json").read_text())
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    kv = hidden * config["num_key_value_heads"] // config["num_attention_heads"]
+    rank = 8  # the fixture's adapter "a": rank 8 on q_proj (hidden -> hidden) and v_proj (hidden -> kv)
+    expected = layers * rank * ((hidden + hidden) + (hidden + kv))
+
+    listed = runner.invoke(app, ["models", "list"], env={"COLUMNS": "80"})
+    assert listed.exit_code == 0, listed.output
+    assert adapter.tag in listed.output and "…" not in listed.output, "tags are never cut"
+    assert f"{expected:,} trainable" in listed.output and f"base {adapter.labels['base']}" in listed.output
+
+    rows = {row["tag"]: row for row in json.loads(runner.invoke(app, ["models", "list", "--json"]).output)}
+    assert rows[adapter.tag]["kind"] == "adapter" and rows[adapter.tag]["parameters"] == expected
+    assert rows[adapter.tag]["base"] == adapter.labels["base"]
+    base = rows[get_model(settings.model.name).tag]
+    assert base["kind"] == "base" and base["source"] == settings.model.source and base["parameters"] > expected

@@ -52,6 +52,11 @@ def controller(gateway: Gateway, tmp_path: Path, *observations: Observation) -> 
     return RolloutController(gateway, ScriptedObserver(*observations), store, reports_dir=tmp_path)
 
 
+BASE, NEW = "base", "new"
+"""Served names: what routes and rollouts store. Observers are asked about the registry versions behind them
+(`base:v1`, `new:v1`), the `version` label of the samples and series they read."""
+
+
 def weights(gateway: Gateway) -> dict[str, float]:
     return {member.version: member.weight for member in gateway.router.routes["chat"].members}
 
@@ -59,14 +64,14 @@ def weights(gateway: Gateway) -> dict[str, float]:
 async def test_healthy_steps_move_the_canary_up_and_the_last_one_promotes_it(gateway, tmp_path):
     rollouts = controller(gateway, tmp_path, HEALTHY)
     state = await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
-    assert (state.phase, state.primary) == (Phase.progressing, "base")
-    assert weights(gateway) == {"base": 90, "new": 10}
+    assert (state.phase, state.primary, state.canary) == (Phase.progressing, BASE, NEW)
+    assert weights(gateway) == {BASE: 90, NEW: 10}
     assert (await rollouts.tick("chat")).kind is ActionKind.set_weight
-    assert weights(gateway) == {"base": 50, "new": 50}
+    assert weights(gateway) == {BASE: 50, NEW: 50}
     assert (await rollouts.tick("chat")).kind is ActionKind.promote
-    assert weights(gateway) == {"new": 100}
+    assert weights(gateway) == {NEW: 100}
     assert rollouts.status("chat").phase is Phase.promoted
-    assert rollouts.observer.calls == [("chat", "base", "new", 3600)] * 2
+    assert rollouts.observer.calls == [("chat", "base:v1", "new:v1", 3600)] * 2, "by the `version` label"
     events = [entry["event"] for entry in rollouts.history("chat")]
     assert events == ["started", "set_weight", "set_weight", "promote"]
     with pytest.raises(ConflictError):
@@ -78,12 +83,12 @@ async def test_too_little_data_holds_the_step_and_repeated_failures_roll_back(ga
     rollouts = controller(gateway, tmp_path, TOO_FEW, FAILING, FAILING)
     await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
     assert (await rollouts.tick("chat")).kind is ActionKind.halt
-    assert weights(gateway) == {"base": 90, "new": 10}
+    assert weights(gateway) == {BASE: 90, NEW: 10}
     first = await rollouts.tick("chat")
     assert first.kind is ActionKind.halt and "error rate 0.300" in first.reason
-    assert weights(gateway) == {"base": 90, "new": 10} and rollouts.status("chat").failed_checks == 1
+    assert weights(gateway) == {BASE: 90, NEW: 10} and rollouts.status("chat").failed_checks == 1
     assert (await rollouts.tick("chat")).kind is ActionKind.rollback
-    assert weights(gateway) == {"base": 100}
+    assert weights(gateway) == {BASE: 100}
     assert rollouts.status("chat").phase is Phase.rolled_back
     last = rollouts.history("chat")[-1]
     assert last["event"] == "rollback" and last["observation"]["canary"]["server_errors"] == 30
@@ -95,14 +100,14 @@ async def test_a_paused_rollout_is_not_judged_until_resumed(gateway, tmp_path):
     await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
     assert (await rollouts.pause("chat")).phase is Phase.paused
     assert (await rollouts.tick("chat")).kind is ActionKind.wait
-    assert rollouts.observer.calls == [] and weights(gateway) == {"base": 90, "new": 10}
+    assert rollouts.observer.calls == [] and weights(gateway) == {BASE: 90, NEW: 10}
     with pytest.raises(ConflictError, match="only a progressing rollout can pause"):
         await rollouts.pause("chat")
     assert (await rollouts.resume_rollout("chat")).phase is Phase.progressing
     with pytest.raises(ConflictError, match="not paused"):
         await rollouts.resume_rollout("chat")
     await rollouts.tick("chat")
-    assert weights(gateway) == {"base": 50, "new": 50}
+    assert weights(gateway) == {BASE: 50, NEW: 50}
     await rollouts.stop()
 
 
@@ -117,7 +122,7 @@ async def test_a_start_that_cannot_run_changes_nothing(gateway, tmp_path):
     refused = RolloutRequest(canary="new", config=MANUAL, pre_rollout_webhook=nobody_listens)
     with pytest.raises(ConflictError, match=r"Pre-rollout gate failed: webhook .* unreachable"):
         await rollouts.start("chat", refused)
-    assert weights(gateway) == {"base": 100} and rollouts.store.get("chat") is None
+    assert weights(gateway) == {BASE: 100} and rollouts.store.get("chat") is None
     zero = 'servekit_requests_total{model="new",route="chat",status="500",version="new:v1"} 0.0'
     assert zero in gateway.metrics.render([]).decode(), "the canary's series start before the gates run"
     assert rollouts.store.history("chat")[-1]["event"] == "pre-rollout gate"
@@ -133,9 +138,9 @@ async def test_rollback_aborts_a_running_rollout_and_returns_the_route_to_its_pr
         await rollouts.rollback("chat", None)
     await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
     route = await rollouts.rollback("chat", None)
-    assert route.versions == ["base"] and weights(gateway) == {"base": 100}
+    assert route.versions == [BASE] and weights(gateway) == {BASE: 100}
     assert rollouts.status("chat").phase is Phase.rolled_back
-    assert (await rollouts.rollback("chat", "new")).versions == ["new"]
+    assert (await rollouts.rollback("chat", "new")).versions == [NEW]
     assert [entry["event"] for entry in rollouts.history("chat")][-3:] == ["aborted", "rollback", "rollback"]
     await rollouts.stop()
 
@@ -146,12 +151,56 @@ async def test_after_a_restart_an_unfinished_rollout_resumes_ticking_on_its_own(
     await gateway.set_route(
         Route(name="chat", members=[RouteMember(version="base", weight=90), RouteMember(version="new", weight=10)])
     )
-    store.save(RolloutState(route="chat", primary="base", canary="new", config=brisk, phase=Phase.progressing))
+    store.save(RolloutState(route="chat", primary=BASE, canary=NEW, config=brisk, phase=Phase.progressing))
     rollouts = RolloutController(gateway, ScriptedObserver(HEALTHY), store, reports_dir=tmp_path)
     rollouts.resume()
     async with asyncio.timeout(5):
         while rollouts.status("chat").phase is not Phase.promoted:
             await asyncio.sleep(0.01)
-    assert weights(gateway) == {"new": 100}
+    assert weights(gateway) == {NEW: 100}
     assert [entry["event"] for entry in rollouts.history("chat")] == ["resumed", "set_weight", "promote"]
+    await rollouts.stop()
+
+
+async def test_a_version_named_by_its_served_name_or_its_tag_is_one_version(gateway, tmp_path):
+    rollouts = controller(gateway, tmp_path, HEALTHY)
+    with pytest.raises(InvalidRequestError, match="already the primary"):
+        await rollouts.start("chat", RolloutRequest(canary="base:v1", config=MANUAL))
+    state = await rollouts.start("chat", RolloutRequest(canary="new:v1", config=MANUAL))
+    assert (state.primary, state.canary) == (BASE, NEW) and weights(gateway) == {BASE: 90, NEW: 10}
+    assert rollouts.history("chat")[0]["primary"] == BASE
+    await rollouts.stop()
+
+
+NO_PRIMARY = Observation(VersionStats(0, 0, None, None), VersionStats(100, 0, 0.2, 1.0), window_s=60)
+SLOW = Observation(VersionStats(0, 0, None, None), VersionStats(100, 0, 0.6, 3.0), window_s=60)
+
+
+async def test_a_primary_without_traffic_halts_the_step_instead_of_passing_it(gateway, tmp_path):
+    rollouts = controller(gateway, tmp_path, NO_PRIMARY)
+    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    for _ in range(3):
+        action = await rollouts.tick("chat")
+        assert action.kind is ActionKind.halt and "no primary data" in action.reason
+    state = rollouts.status("chat")
+    assert (state.phase, state.step, state.failed_checks) == (Phase.progressing, 0, 0)
+    assert weights(gateway) == {BASE: 90, NEW: 10}
+    await rollouts.stop()
+
+
+@pytest.mark.parametrize(("at_full", "outcome"), [(HEALTHY, ActionKind.promote), (SLOW, ActionKind.halt)])
+async def test_at_weight_100_the_canary_is_compared_with_the_primarys_last_window_with_traffic(
+    gateway, tmp_path, at_full, outcome
+):
+    full = MANUAL.model_copy(update={"steps": [50, 100]})
+    at_full = Observation(VersionStats(0, 0, None, None), at_full.canary, window_s=60)
+    rollouts = controller(gateway, tmp_path, HEALTHY, at_full)
+    await rollouts.start("chat", RolloutRequest(canary="new", config=full))
+    assert (await rollouts.tick("chat")).kind is ActionKind.set_weight and weights(gateway) == {NEW: 100}
+    action = await rollouts.tick("chat")
+    assert action.kind is outcome and "primary: its last window with traffic, tick 2" in action.reason
+    if outcome is ActionKind.halt:
+        assert "TTFT p95 ratio 3.00" in action.reason and rollouts.status("chat").failed_checks == 1
+    reference = rollouts.status("chat").primary_reference
+    assert reference is not None and reference.stats == HEALTHY.primary
     await rollouts.stop()

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from loadtest.gate import run_gate
 from serving.backends.ports import free_port_block
 from serving.rollout.gates import LoadTestGate, LoadTestGateSpec, WebhookGate
 from serving.rollout.policy import RolloutConfig, RolloutState
@@ -56,6 +57,6 @@ def test_an_unreachable_webhook_fails_the_gate_with_the_reason():
 
 def test_a_load_test_gate_passes_the_stages_it_is_not_configured_for_without_running(tmp_path):
     spec = LoadTestGateSpec(url="http://127.0.0.1:1", slo="error_rate<0.01", stages=["pre-rollout"])
-    result = asyncio.run(LoadTestGate(spec, tmp_path).check(STATE, "step"))  # a run would fail: port 1 is closed
+    result = asyncio.run(LoadTestGate(spec, tmp_path, run_gate).check(STATE, "step"))  # a run would fail: port 1
     assert result.passed and "not configured for step" in result.detail
     assert not any(tmp_path.iterdir())

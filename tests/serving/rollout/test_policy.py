@@ -68,3 +68,54 @@ def test_paused_rollouts_do_not_move():
     paused = state.model_copy(update={"phase": Phase.paused})
     new_state, action = decide(paused, observe(HEALTHY))
     assert action.kind is ActionKind.wait and new_state.step == paused.step
+
+
+NOT_STREAMED = VersionStats(requests=40, server_errors=0, ttft_p95_s=None, latency_p95_s=1.0)
+SILENT = VersionStats(requests=0, server_errors=0, ttft_p95_s=None, latency_p95_s=None)
+
+
+def progressing(steps: list[float] = CONFIG.steps, step: int = 0) -> RolloutState:
+    config = CONFIG.model_copy(update={"steps": steps})
+    return RolloutState(
+        route="assistant", primary="base", canary="new", config=config, phase=Phase.progressing, step=step
+    )
+
+
+def test_a_primary_without_data_halts_the_step_never_passes_it():
+    for primary in (SILENT, VersionStats(requests=5, server_errors=5, ttft_p95_s=None, latency_p95_s=None)):
+        state, action = decide(progressing(), observe(HEALTHY, primary))
+        assert action.kind is ActionKind.halt and "no primary data" in action.reason
+        assert (state.step, state.failed_checks, state.phase) == (0, 0, Phase.progressing)
+
+
+def test_an_absolute_check_still_fails_a_canary_when_the_primary_has_no_data():
+    faulty = VersionStats(requests=40, server_errors=10, ttft_p95_s=0.2, latency_p95_s=1.0)
+    state, action = decide(progressing(), observe(faulty, SILENT))
+    assert action.kind is ActionKind.halt and state.failed_checks == 1 and "error rate" in action.reason
+
+
+def test_ttft_is_compared_only_where_streams_gave_it():
+    _, action = decide(progressing(), observe(NOT_STREAMED, NOT_STREAMED))
+    assert action.kind is ActionKind.set_weight, "no stream on either side: the latency ratio alone decides"
+    _, action = decide(progressing(), observe(HEALTHY, NOT_STREAMED))
+    assert action.kind is ActionKind.halt and "no primary TTFT data" in action.reason
+    slow = VersionStats(requests=40, server_errors=0, ttft_p95_s=None, latency_p95_s=2.0)
+    _, action = decide(progressing(), observe(slow, NOT_STREAMED))
+    assert action.kind is ActionKind.halt and "latency p95 ratio 2.00" in action.reason
+
+
+def test_at_weight_100_the_primarys_last_window_with_traffic_is_the_reference():
+    state, action = decide(progressing([50, 100]), observe(HEALTHY))
+    assert action.canary_weight == 100 and state.primary_reference.stats == HEALTHY
+    reference_tick = state.primary_reference.tick
+    _, action = decide(state, observe(HEALTHY, SILENT))
+    assert action.kind is ActionKind.promote
+    assert f"primary: its last window with traffic, tick {reference_tick}" in action.reason
+    slow = VersionStats(requests=40, server_errors=0, ttft_p95_s=0.5, latency_p95_s=1.0)
+    state, action = decide(state, observe(slow, SILENT))
+    assert action.kind is ActionKind.halt and "TTFT p95 ratio 2.50" in action.reason and state.failed_checks == 1
+
+
+def test_without_a_reference_a_canary_at_weight_100_halts():
+    _, action = decide(progressing([100]), observe(HEALTHY, SILENT))
+    assert action.kind is ActionKind.halt and "no primary data" in action.reason

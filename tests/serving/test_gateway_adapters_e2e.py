@@ -90,11 +90,13 @@ def test_loading_and_unloading_under_streaming_load_fails_no_request(server, ran
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         streams = [pool.submit(stream_until_stopped) for _ in range(4)]
-        for _ in range(3):
-            for key in ("a", "b"):
-                assert load(server, random_adapters[key].tag).status_code == 200
-            for key in ("a", "b"):
-                assert unload(server, random_adapters[key].tag).status_code == 200
-        stop.set()
+        try:
+            for _ in range(3):
+                for key in ("a", "b"):
+                    assert load(server, random_adapters[key].tag).status_code == 200
+                for key in ("a", "b"):
+                    assert unload(server, random_adapters[key].tag).status_code == 200
+        finally:
+            stop.set()  # a failed assert must not leave the pool waiting on endless streams
         statuses = [status for future in streams for status in future.result()]
     assert statuses and all(status == 200 for status in statuses)

@@ -64,10 +64,15 @@ def test_server_errors_are_counted_not_fatal(tmp_path):
     assert "HTTP 500: " in (tmp_path / "requests.csv").read_text()
 
 
-def test_load_generator_outruns_the_model_tenfold(fake_url, tmp_path):
-    """The default model serves ~4 req/s at 32 users x 128 tokens here; the generator must sustain >= 40."""
+def test_a_constant_run_keeps_all_its_users_sending(fake_url, tmp_path):
+    """The generator's ceiling is measured by the README's run, not asserted here: this checks that 32 users all
+    ran at once and every request they sent was answered and counted."""
     results = run(fake_url, tmp_path, "--model", "fake", "--users", "32", "--duration", "5s")
-    assert results["overall"]["request_rate"] >= 40
+    overall = results["overall"]
+    assert overall["errors"] == 0 and overall["ok"] == overall["requests"] >= 32
+    assert max(stage["users"] for stage in results["stages"]) == 32
+    rows = (tmp_path / "requests.csv").read_text().splitlines()[1:]
+    assert len(rows) == overall["requests"]
 
 
 def test_servekit_cli_hosts_the_same_run(fake_url, tmp_path):

@@ -75,6 +75,16 @@ def test_a_constant_run_keeps_all_its_users_sending(fake_url, tmp_path):
     assert len(rows) == overall["requests"]
 
 
+def test_without_model_the_servers_one_model_is_used_and_named(fake_url, tmp_path):
+    command = [sys.executable, "-m", "loadtest", "run", "--url", fake_url, "--users", "1", "--duration", "1s",
+               "--max-requests", "3", "--out", str(tmp_path)]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, env=load_env(), capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "--model not given: load-testing 'fake'" in finished.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["model"] == "fake" and results["overall"]["ok"] == 3
+
+
 def test_servekit_cli_hosts_the_same_run(fake_url, tmp_path):
     """`servekit loadtest run` imports Locust late, inside an already-started CLI process; it must still work."""
     command = [

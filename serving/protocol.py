@@ -200,7 +200,7 @@ class DetokenizeRequest(ModelRequest):
 
     stream: Literal[False] = False
 
-    tokens: Annotated[list[int], Field(min_length=1)]
+    tokens: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
     def prompt_tokens_estimate(self) -> int:
         return len(self.tokens)

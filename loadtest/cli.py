@@ -38,7 +38,9 @@ def print_summary(results: dict) -> None:
 @app.command()
 def run(
     url: str = typer.Option(..., help="Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:3000"),
-    model: str = typer.Option(..., help="Served model name (route) or registry version."),
+    model: str | None = typer.Option(
+        None, help="Served model name (route) or registry version; default: the server's only model (routes aside)."
+    ),
     users: int = typer.Option(8, help="Concurrent users (the top level for step/sweep, the pool for poisson)."),
     duration: str = typer.Option("60s", help="Run length: 20s, 2m."),
     shape: str = typer.Option("constant", help="constant | step | sweep | poisson"),

@@ -37,7 +37,7 @@ class LoadTestError(Exception):
 @dataclass
 class RunConfig:
     url: str
-    model: str
+    model: str | None  # None: the served model, when the server has exactly one
     out: Path
     users: int = 8
     duration_s: float = 60.0
@@ -85,18 +85,32 @@ def check_loopback(url: str) -> None:
         raise LoadTestError(f"{url} is not a loopback address; pass --allow-remote to load-test it on purpose")
 
 
-def probe(url: str, model: str) -> list[str]:
-    """GET /v1/models before any load: fail fast on an unreachable server or a model it does not serve."""
+def served_models(cards: list[dict[str, Any]]) -> list[str]:
+    """The models a server serves, for picking one when none was named: every card but servekit's routes
+    (`engine: "route"`, public names split over versions that are listed themselves), as `vllm bench serve`
+    takes the one model a vLLM server lists."""
+    return sorted(card["id"] for card in cards if card.get("engine") != "route")
+
+
+def probe(url: str, model: str | None) -> str:
+    """GET /v1/models before any load: fail fast on an unreachable server or a model it does not serve.
+    Returns the model to load: the one named, else the only served model (several: refused, listed)."""
     try:
         response = httpx.get(f"{url}/v1/models", timeout=5.0)
         response.raise_for_status()
         cards = response.json()["data"]
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise LoadTestError(f"cannot reach {url}/v1/models ({type(exc).__name__}: {exc}); is the server up?") from None
+    if model is None:
+        models = served_models(cards)
+        if len(models) != 1:
+            listed = ", ".join(models) or "none"
+            raise LoadTestError(f"{url} serves {len(models)} models ({listed}); name one with --model")
+        return models[0]
     served = sorted({card["id"] for card in cards} | {card.get("root", card["id"]) for card in cards})
     if model not in served:
         raise LoadTestError(f"{url} does not serve {model!r}; it serves: {', '.join(served)}")
-    return served
+    return model
 
 
 def validate(config: RunConfig) -> None:
@@ -110,13 +124,16 @@ def validate(config: RunConfig) -> None:
     make_shape(config.shape, config.users, config.duration_s, config.rate)  # raises listing the valid shapes
     if not config.allow_remote:
         check_loopback(config.url)
-    probe(config.url, config.model)
+    config.model = probe(config.url, config.model)
 
 
 def run(config: RunConfig, console: Console) -> dict[str, Any]:
     """Validate, run the shape until it ends (or max requests), write outputs into `config.out`; the results."""
     config.url = config.url.rstrip("/")
+    named = config.model is not None
     validate(config)
+    if not named:
+        console.print(f"--model not given: load-testing {config.model!r}, the one model {config.url} serves")
     objectives = parse_slo(config.slo) if config.slo else []
     budget = RequestBudget(config.max_requests)
     LLMUser.settings = UserSettings(

@@ -79,6 +79,16 @@ class NotFoundError(ServekitError):
     code = "not_found"
 
 
+class EndpointNotServedError(NotFoundError):
+    """The version's engine has no such endpoint: embeddings from a generative model, the Responses API on
+    Triton. Said in OpenAI's shape, naming the version, instead of the engine's bare 404 page."""
+
+    code = "endpoint_not_served"
+
+    def __init__(self, model: str, engine: str, path: str, hint: str = "") -> None:
+        super().__init__(f"`{model}` ({engine} engine) does not serve {path}.{hint}", param="model")
+
+
 class ConflictError(ServekitError):
     """The request clashes with current state (a rollout already running, a version still routed to)."""
 

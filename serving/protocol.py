@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -31,28 +31,20 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
 
-class SamplingFields(BaseModel):
-    """Fields shared by chat and text completions."""
+class ModelRequest(BaseModel):
+    """What every request the gateway forwards to a version's engine has: the model it names, who it is for,
+    and what rate limits and input limits need to know before the engine counts exactly."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    n: Annotated[int, Field(ge=1, le=16)] = 1
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    stop: Stop | None = None
-    seed: int | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
     user: str | None = None
 
     @property
     def output_budget(self) -> int | None:
         """The most tokens the client asked to generate."""
-        return self.max_tokens
+        return None
 
     @property
     def message_count(self) -> int:
@@ -64,14 +56,40 @@ class SamplingFields(BaseModel):
 
     @property
     def wants_usage_in_stream(self) -> bool:
+        return False
+
+    def engine_payload(self, engine_model: str) -> dict[str, Any]:
+        """The body to forward: what the client sent, under the engine's model name."""
+        payload = self.model_dump(exclude_unset=True)
+        payload["model"] = engine_model
+        return payload
+
+
+class SamplingFields(ModelRequest):
+    """Fields shared by chat and text completions."""
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    n: Annotated[int, Field(ge=1, le=16)] = 1
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    stop: Stop | None = None
+    seed: int | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    stream_options: StreamOptions | None = None
+
+    @property
+    def output_budget(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def wants_usage_in_stream(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
     def engine_payload(self, engine_model: str) -> dict[str, Any]:
-        """The body to forward: what the client sent, under the engine's model name, with usage always on
-        for streams so servekit can count tokens (the usage chunk is dropped again if the client did not
-        ask for it)."""
-        payload = self.model_dump(exclude_unset=True)
-        payload["model"] = engine_model
+        """Usage always on for streams so servekit can count tokens (the usage chunk is dropped again if the
+        client did not ask for it)."""
+        payload = super().engine_payload(engine_model)
         if self.stream:
             payload["stream_options"] = {**payload.get("stream_options", {}), "include_usage": True}
         return payload
@@ -92,7 +110,7 @@ class ChatCompletionRequest(SamplingFields):
         return len(self.messages)
 
     def prompt_tokens_estimate(self) -> int:
-        return sum(4 + len(str(m.content or "")) // 4 for m in self.messages)
+        return _messages_tokens_estimate(self.messages)
 
 
 class CompletionRequest(SamplingFields):
@@ -101,9 +119,91 @@ class CompletionRequest(SamplingFields):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
 
     def prompt_tokens_estimate(self) -> int:
-        if isinstance(self.prompt, str):
-            return len(self.prompt) // 4 + 1
-        return sum(1 if isinstance(p, int) else len(p) // 4 + 1 for p in self.prompt)
+        return _text_tokens_estimate(self.prompt)
+
+
+def _messages_tokens_estimate(messages: list[ChatMessage]) -> int:
+    """About 4 tokens of framing per message plus one per 4 characters of content."""
+    return sum(4 + len(str(m.content or "")) // 4 for m in messages)
+
+
+def _text_tokens_estimate(text: str | list[str] | list[int] | list[list[int]]) -> int:
+    """A prompt given as text, texts, token ids or lists of token ids: ids count exactly, text by characters."""
+    if isinstance(text, str):
+        return len(text) // 4 + 1
+    return sum(1 if isinstance(p, int) else len(p) if isinstance(p, list) else len(p) // 4 + 1 for p in text)
+
+
+class ResponsesRequest(ModelRequest):
+    """OpenAI's Responses API (`POST /v1/responses`), served by vLLM's own implementation."""
+
+    input: str | Annotated[list[dict[str, Any]], Field(min_length=1)]
+    instructions: str | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+
+    @property
+    def output_budget(self) -> int | None:
+        return self.max_output_tokens
+
+    @property
+    def message_count(self) -> int:
+        return 1 if isinstance(self.input, str) else len(self.input)
+
+    def prompt_tokens_estimate(self) -> int:
+        return (len(str(self.input)) + len(self.instructions or "")) // 4 + 1
+
+
+class EmbeddingRequest(ModelRequest):
+    """`POST /v1/embeddings`: served when the version's engine runs an embedding model."""
+
+    stream: Literal[False] = False
+
+    input: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[str], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[list[int]], Field(min_length=1)]
+    )
+
+    def prompt_tokens_estimate(self) -> int:
+        return _text_tokens_estimate(self.input)
+
+
+class TokenizeRequest(ModelRequest):
+    """vLLM's `POST /tokenize`: a prompt, or chat messages rendered with the model's chat template."""
+
+    stream: Literal[False] = False
+
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` and `messages`")
+        return self
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages) if self.messages else 1
+
+    def prompt_tokens_estimate(self) -> int:
+        if self.messages:
+            return _messages_tokens_estimate(self.messages)
+        return _text_tokens_estimate(self.prompt or "")
+
+
+class DetokenizeRequest(ModelRequest):
+    """vLLM's `POST /detokenize`: token ids back to text."""
+
+    stream: Literal[False] = False
+
+    tokens: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+    def prompt_tokens_estimate(self) -> int:
+        return len(self.tokens)
 
 
 class ModelCard(BaseModel):

@@ -24,6 +24,10 @@ from serving.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_READY_TIMEOUT_S = 900
 GATEWAY_UP_TIMEOUT_S = 120
+BUILD_TIMEOUT_S = 600
+# pytest-timeout times a test's whole protocol, set-up included: the first test to use one of these session
+# fixtures pays for its start-up, bounded by the fixture's own waits, on top of its own limit.
+SESSION_START_BUDGET_S = {"built_bento": BUILD_TIMEOUT_S, "server": GATEWAY_UP_TIMEOUT_S + ENGINE_READY_TIMEOUT_S}
 
 
 @dataclass
@@ -101,7 +105,7 @@ def built_bento(settings) -> str:
     """`bentoml build` of this checkout; returns the bento tag."""
     result = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT_S,
     )  # fmt: skip
     assert result.returncode == 0, f"bentoml build failed:\n{result.stdout}\n{result.stderr}"
     tag = result.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
@@ -134,9 +138,23 @@ def server(built_bento: str, artifacts_dir: Path) -> Iterator[RunningServer]:
         sys.stderr.write(f"\n--- bentoml serve log (tail) ---\n{log[-4000:]}\n")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that kill the engine run last, so the others see a steady server."""
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that kill the engine run last, so the others see a steady server. Runs after deselection (`-k`), so
+    the start-up budget goes to the first test that really runs with each session fixture."""
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+    for fixture, budget_s in SESSION_START_BUDGET_S.items():
+        first = next((item for item in items if fixture in item.fixturenames), None)
+        if first is not None and (limit_s := timeout_limit_s(first)) > 0:  # 0: timeouts switched off
+            first.add_marker(pytest.mark.timeout(limit_s + budget_s), append=False)
+
+
+def timeout_limit_s(item: pytest.Item) -> float:
+    """The item's pytest-timeout limit: its own marker, else `--timeout`, else the ini default."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getoption("timeout") or item.config.getini("timeout") or 0)
 
 
 @pytest.fixture(scope="session")

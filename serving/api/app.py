@@ -10,7 +10,7 @@ from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.errors import install_error_handlers
 from serving.api.ratelimit import RateLimiter, rate_limits
 from serving.api.request_id import RequestIdMiddleware
-from serving.api.routes import completion_router, fallback_router, openai_router, ops_router
+from serving.api.routes import completion_router, engine_router, fallback_router, openai_router, ops_router
 from serving.gateway import Gateway
 from serving.settings import Settings
 
@@ -27,6 +27,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(completion_router)  # first: routes match in order, and these are the hot path
+    app.include_router(engine_router)
     app.include_router(openai_router)
     app.include_router(ops_router)
     app.include_router(admin_router)

@@ -1,8 +1,12 @@
 """Serving one completion: pick the version, forward to its engine, relay the answer, record the stats.
 
+The same path serves what vLLM's server serves beside completions (the Responses API, embeddings, tokenize,
+detokenize): one version resolution, admission, error shape and set of metrics for all of them.
+
 Streams are relayed chunk by chunk as they arrive (no buffering), as the engine's bytes: only the final usage
 chunk (which servekit always requests, and drops again when the client did not ask for it) is parsed; tokens
-are timed by a byte test, not a JSON parse.
+are timed by a byte test, not a JSON parse. Responses API streams are named events with usage in their last one
+(`response.completed`) and no `[DONE]`; each is parsed for its name.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from serving.backends.base import ChunkStream, Endpoint
 from serving.errors import OverloadedError, ServekitError
 from serving.gateway import Gateway, ServedVersion
 from serving.metrics.stats import RequestStats
-from serving.protocol import ChatCompletionRequest, SamplingFields
+from serving.protocol import ChatCompletionRequest, ModelRequest
 from serving.settings import LimitsSettings
 
 VERSION_HEADER = "x-servekit-version"
@@ -37,7 +41,7 @@ TRUNCATED_HEADER = "x-servekit-truncated-messages"
 CLIENT_CLOSED_REQUEST = 499
 
 
-def sticky_key(request: Request, principal: Principal, body: SamplingFields) -> str | None:
+def sticky_key(request: Request, principal: Principal, body: ModelRequest) -> str | None:
     """Who the request is for, so a route keeps sending them to the same version: the `user` field, the
     `x-servekit-user` header, the API key, else nobody (a weighted random choice)."""
     if body.user or (user := request.headers.get(USER_HEADER)):
@@ -46,7 +50,7 @@ def sticky_key(request: Request, principal: Principal, body: SamplingFields) -> 
 
 
 async def serve_completion(
-    gateway: Gateway, endpoint: Endpoint, body: SamplingFields, request: Request, principal: Principal
+    gateway: Gateway, endpoint: Endpoint, body: ModelRequest, request: Request, principal: Principal
 ) -> Response:
     principal.check_model(body.model)
     limits = request.app.state.settings.limits
@@ -91,14 +95,10 @@ async def serve_completion(
         limiter.settle(admission, 0)
         raise
     if body.stream:
-        relay = _relay(
-            stream,
-            stats,
-            gateway,
-            keep_usage=body.wants_usage_in_stream,
-            release=(served, engine),
-            settle=(limiter, admission),
+        events: CompletionEvents | ResponseEvents = (
+            ResponseEvents(stats) if endpoint == "responses" else CompletionEvents(stats, body.wants_usage_in_stream)
         )
+        relay = _relay(stream, events, gateway, release=(served, engine), settle=(limiter, admission))
         return EventStreamResponse(relay, headers=headers)
     gateway.release(served, engine)
     _count_usage(stats, result.get("usage"))
@@ -107,7 +107,7 @@ async def serve_completion(
 
 
 async def _apply_prompt_policy(
-    gateway: Gateway, served: ServedVersion, body: SamplingFields, limits: LimitsSettings
+    gateway: Gateway, served: ServedVersion, body: ModelRequest, limits: LimitsSettings
 ) -> int:
     """`truncate_left` for this route or version: fit the chat history into the context; returns how many
     messages were dropped. `error` (the default) leaves the check to the engine."""
@@ -159,14 +159,17 @@ def _finish(
 
 
 def _count_usage(stats: RequestStats, usage: dict[str, Any] | None) -> None:
+    """Completions' `usage` (`prompt_tokens`, `completion_tokens`) or the Responses API's (`input_tokens`,
+    `output_tokens`); embeddings have prompt tokens only, tokenize and detokenize no usage."""
     if usage:
-        stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        stats.completion_tokens = int(usage.get("completion_tokens") or 0)
+        stats.prompt_tokens = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+        stats.completion_tokens = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
 
 
 USAGE_CHUNK_MARK = b'"choices":[]'
 EMPTY_CONTENT_MARKS = (b'"content":""', b'"text":""')
 CONTENT_MARKS = (b'"content":"', b'"text":"')
+TEXT_DELTA_EVENT = "response.output_text.delta"
 
 
 def _has_token(data: bytes) -> bool:
@@ -174,30 +177,65 @@ def _has_token(data: bytes) -> bool:
     return any(mark in data for mark in CONTENT_MARKS) and not any(mark in data for mark in EMPTY_CONTENT_MARKS)
 
 
+class CompletionEvents:
+    """Chat and text completion chunks: `data:` lines, usage in a chunk of its own, then `[DONE]`."""
+
+    done = b"data: [DONE]\n\n"
+    error_prefix = b""
+
+    def __init__(self, stats: RequestStats, keep_usage: bool) -> None:
+        self.stats, self.keep_usage = stats, keep_usage
+
+    def frame(self, data: bytes) -> bytes | None:
+        """The bytes to send for one engine chunk (None: the usage chunk the client did not ask for)."""
+        if USAGE_CHUNK_MARK in data:
+            _count_usage(self.stats, json.loads(data).get("usage"))
+            if not self.keep_usage:
+                return None
+        elif _has_token(data):
+            self.stats.token_arrived()
+        return b"data: " + data + b"\n\n"
+
+
+class ResponseEvents:
+    """The Responses API's named events (`event: response.output_text.delta`), usage inside the last one
+    (`response.completed`), no `[DONE]`. Each event is parsed: its name is only inside its JSON."""
+
+    done = b""
+    error_prefix = b"event: error\n"
+
+    def __init__(self, stats: RequestStats) -> None:
+        self.stats = stats
+
+    def frame(self, data: bytes) -> bytes:
+        event = json.loads(data)
+        kind = str(event.get("type", ""))
+        if kind == TEXT_DELTA_EVENT and event.get("delta"):
+            self.stats.token_arrived()
+        elif isinstance(response := event.get("response"), dict):
+            _count_usage(self.stats, response.get("usage"))
+        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
 async def _relay(
     stream: ChunkStream,
-    stats: RequestStats,
+    events: CompletionEvents | ResponseEvents,
     gateway: Gateway,
-    keep_usage: bool,
     release: tuple[ServedVersion, str],
     settle: tuple[RateLimiter, Admission | None],
 ) -> AsyncIterator[bytes]:
     status = CLIENT_CLOSED_REQUEST
     try:
         async for data in stream:
-            if USAGE_CHUNK_MARK in data:
-                _count_usage(stats, json.loads(data).get("usage"))
-                if not keep_usage:
-                    continue
-            elif _has_token(data):
-                stats.token_arrived()
-            yield b"data: " + data + b"\n\n"
+            if (frame := events.frame(data)) is not None:
+                yield frame
         status = 200
-        yield b"data: [DONE]\n\n"
+        if events.done:
+            yield events.done
     except ServekitError as error:
         status = error.status_code
-        yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+        yield events.error_prefix + b"data: " + json.dumps(error.body()).encode() + b"\n\n"
     finally:
         await stream.aclose()
         gateway.release(*release)
-        _finish(gateway, release[0], stats, settle, status)
+        _finish(gateway, release[0], events.stats, settle, status)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from serving.errors import InvalidRequestError
-from serving.protocol import SamplingFields
+from serving.protocol import ModelRequest
 from serving.settings import LimitsSettings
 
 
-def check_input_limits(body: SamplingFields, limits: LimitsSettings) -> None:
+def check_input_limits(body: ModelRequest, limits: LimitsSettings) -> None:
     if limits.max_messages is not None and body.message_count > limits.max_messages:
         raise InvalidRequestError(
             f"{body.message_count} messages; this server accepts at most {limits.max_messages} per request.",

@@ -12,7 +12,16 @@ from serving.api.completion_route import CompletionRoute
 from serving.api.completions import serve_completion
 from serving.errors import MethodNotAllowedError, NotFoundError
 from serving.gateway import Gateway
-from serving.protocol import ChatCompletionRequest, CompletionRequest, ErrorResponse, ModelList
+from serving.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    ErrorResponse,
+    ModelList,
+    ResponsesRequest,
+    TokenizeRequest,
+)
 
 ERROR_RESPONSES = {
     status: {"model": ErrorResponse, "description": description}
@@ -20,13 +29,15 @@ ERROR_RESPONSES = {
         400: "Invalid request (the `param` names the field)",
         401: "Missing or invalid API key",
         403: "The key may not use this route or model",
-        404: "Unknown model",
+        404: "Unknown model, or an endpoint its engine does not serve",
         413: "Request body too large",
         503: "Engine starting, warming up or down (see Retry-After)",
     }.items()
 }
 
 completion_router = APIRouter(prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES, route_class=CompletionRoute)
+engine_router = APIRouter(tags=["vLLM"], responses=ERROR_RESPONSES, route_class=CompletionRoute)
+"""vLLM's own routes outside `/v1`, served the same way."""
 openai_router = APIRouter(
     prefix="/v1", tags=["OpenAI"], responses=ERROR_RESPONSES, dependencies=[Depends(authenticate)]
 )
@@ -50,6 +61,28 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 @completion_router.post("/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     return await serve_completion(gateway_of(request), "completions", body, request, request.state.principal)
+
+
+@completion_router.post("/responses")
+async def responses(body: ResponsesRequest, request: Request) -> Response:
+    """OpenAI's Responses API, streaming (named events) and not: vLLM's implementation, servekit's duties."""
+    return await serve_completion(gateway_of(request), "responses", body, request, request.state.principal)
+
+
+@completion_router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    """Served by a version whose engine runs an embedding model; others answer 404 `endpoint_not_served`."""
+    return await serve_completion(gateway_of(request), "embeddings", body, request, request.state.principal)
+
+
+@engine_router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request) -> Response:
+    return await serve_completion(gateway_of(request), "tokenize", body, request, request.state.principal)
+
+
+@engine_router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
+    return await serve_completion(gateway_of(request), "detokenize", body, request, request.state.principal)
 
 
 @ops_router.get("/health")

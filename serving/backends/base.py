@@ -8,7 +8,14 @@ from typing import Any, Literal
 
 from serving.backends.process import ManagedProcess
 
-Endpoint = Literal["chat/completions", "completions"]
+Endpoint = Literal["chat/completions", "completions", "responses", "embeddings", "tokenize", "detokenize"]
+COMPLETION_ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions")
+"""What every engine serves; the others are vLLM's server's, passed through where the engine has them."""
+
+
+def endpoint_path(endpoint: Endpoint) -> str:
+    """The OpenAI path of an endpoint: vLLM serves `tokenize` and `detokenize` outside `/v1`."""
+    return f"/{endpoint}" if endpoint in ("tokenize", "detokenize") else f"/v1/{endpoint}"
 
 
 class ChunkStream(ABC):

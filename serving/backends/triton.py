@@ -29,12 +29,13 @@ from transformers import AutoTokenizer
 from tritonclient.utils import InferenceServerException
 
 from serving.backends import triton_install, triton_openai
-from serving.backends.base import Backend, ChunkStream, Endpoint
+from serving.backends.base import COMPLETION_ENDPOINTS, Backend, ChunkStream, Endpoint, endpoint_path
 from serving.backends.process import ManagedProcess
 from serving.backends.triton_openai import PreparedRequest
 from serving.backends.triton_repo import triton_model_name, write_repository
 from serving.errors import (
     ContextLengthExceededError,
+    EndpointNotServedError,
     EngineError,
     EngineUnavailableError,
     InvalidRequestError,
@@ -264,6 +265,8 @@ class TritonBackend(Backend):
             return False
 
     def _prepare(self, endpoint: Endpoint, payload: dict[str, Any]) -> PreparedRequest:
+        if endpoint not in COMPLETION_ENDPOINTS:  # servekit renders completions only, Triton serves no API
+            raise EndpointNotServedError(self.served_name, self.engine_name, endpoint_path(endpoint))
         return triton_openai.prepare(self.tokenizer, endpoint, payload, self.settings.max_model_len)
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:

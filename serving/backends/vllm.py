@@ -18,13 +18,15 @@ from typing import Any
 
 import aiohttp
 
-from serving.backends.base import Backend, ChunkStream, Endpoint
+from serving.backends.base import Backend, ChunkStream, Endpoint, endpoint_path
 from serving.backends.process import ManagedProcess
 from serving.errors import (
     ContextLengthExceededError,
+    EndpointNotServedError,
     EngineError,
     EngineUnavailableError,
     InvalidRequestError,
+    NotFoundError,
     ServekitError,
 )
 from serving.hardware import cpu_dtype
@@ -34,6 +36,7 @@ CONTEXT_LENGTH_MARKERS = ("maximum context length", "max_model_len")
 ALREADY_LOADED = "has already been loaded"
 # BentoML sets this for its workers; inherited by vLLM it would mix vLLM's series into BentoML's files.
 INHERITED_ENV_TO_DROP = ("PROMETHEUS_MULTIPROC_DIR",)
+EMBEDDINGS_HINT = " /v1/embeddings needs a version whose engine runs an embedding model."
 POOL_IDLE_S = 60
 """How long an idle connection to the engine stays in the gateway's pool."""
 ENGINE_KEEP_ALIVE_S = POOL_IDLE_S + 15
@@ -65,6 +68,8 @@ def translate_error(status: int, body: bytes) -> ServekitError:
         message, param = str(detail["message"]), detail.get("param")
     except (ValueError, KeyError, TypeError):
         message, param = body.decode(errors="replace")[:500] or f"engine returned HTTP {status}", None
+    if status == 404:  # an OpenAI-shaped 404 is vLLM's unknown model (an adapter not loaded, or no longer)
+        return NotFoundError(message, param=param or "model", code="model_not_found")
     if status == 400 and any(marker in message for marker in CONTEXT_LENGTH_MARKERS):
         return ContextLengthExceededError(message, param=param or "messages")
     if 400 <= status < 500:
@@ -84,9 +89,12 @@ class _VllmChunkStream(ChunkStream):
             while not content.at_eof():
                 # One read per SSE event (`data: ...` + blank line), not one per line.
                 event = await content.readuntil(b"\n\n")
-                if not event.startswith(b"data: "):
+                if event.startswith(b"data: "):
+                    data = event[6:].rstrip(b"\r\n")
+                elif (at := event.find(b"\ndata: ")) >= 0:  # a named event: the Responses API's
+                    data = event[at + 7 :].rstrip(b"\r\n")
+                else:
                     continue
-                data = event[6:].rstrip(b"\r\n")
                 if data == b"[DONE]":
                     return
                 yield data
@@ -181,7 +189,7 @@ class VllmBackend(Backend):
             return False
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
-        return json.loads(await self._post(f"/v1/{endpoint}", payload))
+        return json.loads(await self._post(endpoint_path(endpoint), payload))
 
     async def load_adapter(self, name: str, path: str) -> None:
         try:
@@ -201,18 +209,26 @@ class VllmBackend(Backend):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailableError(f"engine unreachable: {exc!r}") from exc
         if response.status != 200:
-            raise translate_error(response.status, body)
+            raise self._error(path, response.status, body)
         return body
+
+    def _error(self, path: str, status: int, body: bytes) -> ServekitError:
+        """vLLM answers a route it does not serve for this model (embeddings from a generative one) with a bare
+        `{"detail": "Not Found"}`; every other error body is its own OpenAI-shaped one."""
+        if status == 404 and b'"error"' not in body:
+            hint = EMBEDDINGS_HINT if path.endswith("/embeddings") else ""
+            return EndpointNotServedError(self.served_name, self.engine_name, path, hint)
+        return translate_error(status, body)
 
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
         try:
-            response = await self.session.post(f"/v1/{endpoint}", json=payload)
+            response = await self.session.post(endpoint_path(endpoint), json=payload)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailableError(f"engine unreachable: {exc!r}") from exc
         if response.status != 200:
             body = await response.read()
             response.release()
-            raise translate_error(response.status, body)
+            raise self._error(endpoint_path(endpoint), response.status, body)
         return _VllmChunkStream(response)
 
     async def metrics_text(self) -> str:

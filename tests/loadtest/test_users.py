@@ -64,10 +64,25 @@ def test_server_errors_are_counted_not_fatal(tmp_path):
     assert "HTTP 500: " in (tmp_path / "requests.csv").read_text()
 
 
-def test_load_generator_outruns_the_model_tenfold(fake_url, tmp_path):
-    """The default model serves ~4 req/s at 32 users x 128 tokens here; the generator must sustain >= 40."""
+def test_a_constant_run_keeps_all_its_users_sending(fake_url, tmp_path):
+    """The generator's ceiling is measured by the README's run, not asserted here: this checks that 32 users all
+    ran at once and every request they sent was answered and counted."""
     results = run(fake_url, tmp_path, "--model", "fake", "--users", "32", "--duration", "5s")
-    assert results["overall"]["request_rate"] >= 40
+    overall = results["overall"]
+    assert overall["errors"] == 0 and overall["ok"] == overall["requests"] >= 32
+    assert max(stage["users"] for stage in results["stages"]) == 32
+    rows = (tmp_path / "requests.csv").read_text().splitlines()[1:]
+    assert len(rows) == overall["requests"]
+
+
+def test_without_model_the_servers_one_model_is_used_and_named(fake_url, tmp_path):
+    command = [sys.executable, "-m", "loadtest", "run", "--url", fake_url, "--users", "1", "--duration", "1s",
+               "--max-requests", "3", "--out", str(tmp_path)]  # fmt: skip
+    finished = subprocess.run(command, cwd=ROOT, env=load_env(), capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "--model not given: load-testing 'fake'" in finished.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["model"] == "fake" and results["overall"]["ok"] == 3
 
 
 def test_servekit_cli_hosts_the_same_run(fake_url, tmp_path):

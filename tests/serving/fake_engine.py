@@ -56,6 +56,7 @@ class FakeEngine(Backend):
         self.adapters: list[str] = []
         self.payloads: list[dict[str, Any]] = []
         """What each completion asked the engine for."""
+        self.endpoints: list[Endpoint] = []
 
     @property
     def managed(self) -> bool:
@@ -76,10 +77,12 @@ class FakeEngine(Backend):
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
         self.payloads.append(payload)
+        self.endpoints.append(endpoint)
         return {"choices": [{"message": {"content": "hi"}}], "usage": USAGE}
 
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
         self.payloads.append(payload)
+        self.endpoints.append(endpoint)
         return ListedChunks(ROLE_CHUNK, TOKEN_CHUNK, USAGE_CHUNK)
 
     async def load_adapter(self, name: str, path: str) -> None:

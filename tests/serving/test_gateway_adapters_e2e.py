@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
+import time
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -90,11 +93,78 @@ def test_loading_and_unloading_under_streaming_load_fails_no_request(server, ran
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         streams = [pool.submit(stream_until_stopped) for _ in range(4)]
-        for _ in range(3):
-            for key in ("a", "b"):
-                assert load(server, random_adapters[key].tag).status_code == 200
-            for key in ("a", "b"):
-                assert unload(server, random_adapters[key].tag).status_code == 200
-        stop.set()
+        try:
+            for _ in range(3):
+                for key in ("a", "b"):
+                    assert load(server, random_adapters[key].tag).status_code == 200
+                for key in ("a", "b"):
+                    assert unload(server, random_adapters[key].tag).status_code == 200
+        finally:
+            stop.set()  # a failed assert must not leave the pool waiting on endless streams
         statuses = [status for future in streams for status in future.result()]
     assert statuses and all(status == 200 for status in statuses)
+
+
+class AdapterTraffic:
+    """Clients streaming to one adapter until stopped; each outcome kept with the moment it was sent."""
+
+    def __init__(self, base_url: str, tag: str, clients: int = 2) -> None:
+        self.base_url, self.tag = base_url, tag
+        self.stop = threading.Event()
+        self.outcomes: list[tuple[float, float, int, str]] = []  # (sent, answered, status, done/cut off/error code)
+        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        body = {"model": self.tag, "messages": QUESTION, "max_tokens": 8, "stream": True}
+        with httpx.Client(base_url=self.base_url, timeout=120) as http:
+            while not self.stop.is_set():
+                sent = time.monotonic()
+                with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    text = "".join(response.iter_text())
+                if response.status_code == 200:
+                    outcome = "done" if text.rstrip().endswith("data: [DONE]") else "cut off"
+                else:
+                    outcome = json.loads(text)["error"]["code"]
+                self.outcomes.append((sent, time.monotonic(), response.status_code, outcome))
+
+    def wait_for(self, seen: Callable[[tuple[float, float, int, str]], bool]) -> None:
+        """Until an outcome matching `seen` arrived (bounded by the test's timeout)."""
+        while not any(seen(o) for o in list(self.outcomes)):
+            if not any(thread.is_alive() for thread in self.threads):
+                raise AssertionError("the clients stopped")
+            time.sleep(0.05)
+
+
+def test_traffic_on_an_adapter_being_loaded_and_unloaded_only_404s_while_it_is_unloaded(server, random_adapters):
+    """Every request to the churned adapter succeeds, or gets 404 `model_not_found` while it is unloaded: answered
+    after the unload call (the gateway stops routing to it at once; running requests finish) and sent before the
+    next load returned. Each phase sees traffic before the next begins."""
+    tag = random_adapters["b"].tag
+    assert load(server, tag).status_code == 200
+    unloaded: list[tuple[float, float]] = []  # (unload called, next load returned)
+    traffic = AdapterTraffic(server.base_url, tag)
+    for thread in traffic.threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            loaded_at = time.monotonic()
+            traffic.wait_for(lambda o, t=loaded_at: o[0] > t and o[2] == 200)
+            unload_called = time.monotonic()
+            assert unload(server, tag).status_code == 200
+            unload_returned = time.monotonic()
+            traffic.wait_for(lambda o, t=unload_returned: o[0] > t and o[2] == 404)
+            assert load(server, tag).status_code == 200
+            unloaded.append((unload_called, time.monotonic()))
+        traffic.wait_for(lambda o, t=unloaded[-1][1]: o[0] > t and o[2] == 200)
+    finally:
+        traffic.stop.set()
+        for thread in traffic.threads:
+            thread.join(120)
+        unload(server, tag)
+
+    def while_unloaded(sent: float, answered: float) -> bool:
+        return any(answered >= called and sent <= returned for called, returned in unloaded)
+
+    wrong = [o for o in traffic.outcomes if o[2:] != (200, "done")
+             and not (o[2:] == (404, "model_not_found") and while_unloaded(o[0], o[1]))]  # fmt: skip
+    assert wrong == [], wrong

@@ -32,6 +32,8 @@ BASE = "smollm2-135m-instruct"
 BLUE = "smollm2-blue"
 ROUTE = "assistant"
 START_TIMEOUT_S = 900  # a vLLM start next to a busy engine on a shared 2-core box (measured 160-500 s)
+# A test here may wait for its gateway and for an on-demand engine's start: each up to START_TIMEOUT_S.
+pytestmark = pytest.mark.timeout(GATEWAY_UP_TIMEOUT_S + 2 * START_TIMEOUT_S)
 
 
 def put_route(gateway: str, members: dict[str, float]) -> httpx.Response:

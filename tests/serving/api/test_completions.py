@@ -58,11 +58,14 @@ def gateway(tmp_path: Path) -> Gateway:
     return gateway
 
 
-async def relay(gateway: Gateway, stream: ListedChunks, keep_usage: bool, stop_after: int | None = None) -> list[bytes]:
+async def relay(
+    gateway: Gateway, stream: ListedChunks, keep_usage: bool, stop_after: int | None = None, responses: bool = False
+) -> list[bytes]:
     served = gateway.versions["chat"]
     engine = gateway.admit(served)
     stats = RequestStats(route="chat", stream=True)
-    sent = completions._relay(stream, stats, gateway, keep_usage, (served, engine), (RateLimiter({}), None))
+    events = completions.ResponseEvents(stats) if responses else completions.CompletionEvents(stats, keep_usage)
+    sent = completions._relay(stream, events, gateway, (served, engine), (RateLimiter({}), None))
     out = []
     async for piece in sent:
         out.append(piece)
@@ -97,3 +100,29 @@ async def test_a_client_that_leaves_closes_the_engine_stream_and_is_counted_as_4
     await relay(gateway, stream, keep_usage=False, stop_after=1)
     assert stream.closed and gateway.in_flight["chat"] == 0
     assert gateway.recorded[0].status == CLIENT_CLOSED_REQUEST
+
+
+RESPONSE_EVENTS = (
+    b'{"response":{"id":"resp_1","status":"in_progress","usage":null},"sequence_number":0,"type":"response.created"}',
+    b'{"content_index":0,"delta":"Hi","item_id":"msg_1","sequence_number":1,"type":"response.output_text.delta"}',
+    b'{"content_index":0,"delta":"!","item_id":"msg_1","sequence_number":2,"type":"response.output_text.delta"}',
+    b'{"response":{"id":"resp_1","status":"completed","usage":{"input_tokens":9,"output_tokens":2,"total_tokens":11}}'
+    b',"sequence_number":3,"type":"response.completed"}',
+)
+
+
+async def test_a_responses_stream_is_relayed_as_named_events_with_its_usage_counted_and_no_done(gateway):
+    sent = await relay(gateway, ListedChunks(*RESPONSE_EVENTS), keep_usage=False, responses=True)
+    names = [b"response.created", *[b"response.output_text.delta"] * 2, b"response.completed"]
+    framed = zip(names, RESPONSE_EVENTS, strict=True)
+    assert sent == [b"event: " + name + b"\ndata: " + data + b"\n\n" for name, data in framed]
+    (stats,) = gateway.recorded
+    assert (stats.status, stats.prompt_tokens, stats.completion_tokens) == (200, 9, 2)
+    assert stats.first_token_at is not None and len(stats.inter_token_latencies) == 1
+
+
+async def test_a_responses_stream_that_fails_ends_with_an_error_event_in_openai_shape(gateway):
+    stream = ListedChunks(RESPONSE_EVENTS[0], fail=EngineUnavailableError("engine connection lost mid-stream"))
+    sent = await relay(gateway, stream, keep_usage=False, responses=True)
+    assert sent[1].startswith(b'event: error\ndata: {"error": {"message": "engine connection lost mid-stream"')
+    assert gateway.recorded[0].status == 503 and stream.closed

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
 
-TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 ERROR_FIELDS = {"message", "type", "param", "code"}
 EXAMPLES = 20
 

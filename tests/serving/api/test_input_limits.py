@@ -12,8 +12,12 @@ def chat(messages: int, **fields) -> ChatCompletionRequest:
     return ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}] * messages, **fields)
 
 
-def test_unset_limits_accept_anything():
-    check_input_limits(chat(500, max_tokens=100_000), LimitsSettings())
+def test_unset_limits_accept_what_set_limits_refuse():
+    huge = [chat(500, max_tokens=100_000), CompletionRequest(model="m", prompt="x", max_tokens=100_000)]
+    for request in huge:
+        with pytest.raises(InvalidRequestError):
+            check_input_limits(request, LimitsSettings(max_messages=499, max_tokens_cap=99_999))
+        assert check_input_limits(request, LimitsSettings()) is None
 
 
 def test_too_many_messages_name_the_field():

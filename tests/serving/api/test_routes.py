@@ -65,6 +65,36 @@ async def test_chat_answers_as_json_and_as_a_relayed_stream_with_the_serving_ver
     assert sent["model"] == "chat" and sent["stream_options"] == {"include_usage": True}
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "endpoint"),
+    [
+        ("/v1/responses", {"input": "hi", "max_output_tokens": 4}, "responses"),
+        ("/v1/embeddings", {"input": ["a", "b"]}, "embeddings"),
+        ("/tokenize", {"prompt": "hi"}, "tokenize"),
+        ("/detokenize", {"tokens": [1, 2]}, "detokenize"),
+    ],
+)
+async def test_vllms_other_routes_take_the_completion_path(client, engine_up, path, body, endpoint):
+    """Same version resolution, headers and metrics as a chat completion; the engine is asked on its own path."""
+    await ready(client, engine_up)
+    answer = await client.post(path, json={"model": "chat", **body}, headers={"x-request-id": "req-2"})
+    assert answer.status_code == 200, answer.text
+    assert (answer.headers["x-servekit-version"], answer.headers["x-request-id"]) == ("chat:v7", "req-2")
+    assert client.engine.endpoints[-1] == endpoint and client.engine.payloads[-1] == {"model": "chat", **body}
+    unknown = await client.post(path, json={"model": "nosuch", **body})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    metrics = (await client.get("/metrics")).text
+    assert 'servekit_requests_total{model="chat",route="chat",status="200",version="chat:v7"} 1.0' in metrics
+
+
+async def test_routes_that_cannot_stream_refuse_stream_true_naming_the_field(client, engine_up):
+    await ready(client, engine_up)
+    refused = await client.post("/tokenize", json={"model": "chat", "prompt": "hi", "stream": True})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "stream"
+    neither = await client.post("/tokenize", json={"model": "chat"})
+    assert neither.status_code == 400 and "exactly one of `prompt` and `messages`" in neither.json()["error"]["message"]
+
+
 async def test_models_lists_each_served_version(client, engine_up):
     await ready(client, engine_up)
     (card,) = (await client.get("/v1/models")).json()["data"]

@@ -24,7 +24,8 @@ from serving.registry.store import get_model
 from serving.settings import EngineSettings, WarmupSettings
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The first test pays for tritonserver's start, the last for its restart (each up to `startup_timeout_s`, 300 s).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(900)]
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 

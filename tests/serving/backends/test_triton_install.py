@@ -11,7 +11,7 @@ import pytest
 
 from serving.backends import triton_install
 from serving.backends.triton import TritonBackend
-from serving.errors import InvalidRequestError
+from serving.errors import EndpointNotServedError, InvalidRequestError
 from serving.registry.store import get_model
 from serving.settings import TritonSettings
 
@@ -74,3 +74,12 @@ async def test_adapters_are_refused_with_the_reason(settings, tmp_path):
         await triton.load_adapter("a", "/a")
     with pytest.raises(InvalidRequestError, match="served by the vLLM engine"):
         await triton.unload_adapter("a")
+
+
+@pytest.mark.parametrize("endpoint", ["responses", "embeddings", "tokenize"])
+async def test_what_only_vllm_serves_is_refused_in_openai_shape_before_triton_is_asked(settings, tmp_path, endpoint):
+    triton = backend(tmp_path, settings.model.name)
+    with pytest.raises(EndpointNotServedError) as refused:
+        await triton.complete(endpoint, {"model": "demo:v1"})
+    assert refused.value.status_code == 404 and refused.value.body()["error"]["code"] == "endpoint_not_served"
+    assert "`demo:v1` (triton engine)" in refused.value.message and endpoint in refused.value.message

@@ -8,6 +8,7 @@ from serving.backends import vllm
 from serving.backends.vllm import VllmBackend, cpu_bind_list, translate_error
 from serving.errors import (
     ContextLengthExceededError,
+    EndpointNotServedError,
     EngineError,
     EngineUnavailableError,
     InvalidRequestError,
@@ -97,3 +98,16 @@ def test_engine_errors_are_translated():
     broken = translate_error(500, b"<html>Internal Server Error</html>")
     assert isinstance(broken, EngineError)
     assert broken.status_code == 502
+
+
+def test_a_404_is_an_unknown_model_or_a_route_this_engine_does_not_serve(tmp_path):
+    engine = VllmBackend(EngineSettings(), tmp_path, "base", tmp_path / "log")
+    gone = vllm_error("The model `base:a1` does not exist.", "model").replace(b"400", b"404")
+    assert engine._error("/v1/chat/completions", 404, gone).body()["error"] == {
+        "message": "The model `base:a1` does not exist.", "type": "invalid_request_error", "param": "model",
+        "code": "model_not_found",
+    }  # fmt: skip
+    refused = engine._error("/v1/embeddings", 404, b'{"detail":"Not Found"}')
+    assert isinstance(refused, EndpointNotServedError) and refused.status_code == 404
+    assert "`base` (vllm engine) does not serve /v1/embeddings" in refused.message
+    assert "embedding model" in refused.message

@@ -1,43 +1,70 @@
 """The circuit breaker on a real gateway in front of the session's engine: a version that keeps failing (an
-injected fault) stops getting traffic, its route is served by the fallback, and a probe brings it back."""
+injected fault, or its engine really killed) stops getting traffic, its route is served by the fallback, and a
+probe brings it back once it serves again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+from tests.conftest import (
+    ENGINE_READY_TIMEOUT_S,
+    GATEWAY_UP_TIMEOUT_S,
+    free_port,
+    listening_pid,
+    start_bentoml,
+    stop,
+    wait_for,
+)
 
 BASE = "smollm2-135m-instruct"
 OPEN_S = 4.0
+STANDBY = "standby"
+STANDBY_OPEN_S = 60.0
+
+
+@contextlib.contextmanager
+def fallback_gateway(
+    server, home: Path, route: str, version: str, open_s: float, ready_timeout_s: float, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A gateway on the session's engine whose `route` sends everything to `version`, with the base as the
+    fallback and a breaker that opens after 3 failures for `open_s`; stopped on exit."""
+    env = {
+        "SERVEKIT_ENGINE__URL": server.engine_url,
+        "SERVEKIT_HOME": str(home),
+        "SERVEKIT_ROUTES": json.dumps({route: {version: 100}}),
+        "SERVEKIT_FALLBACKS": json.dumps({route: BASE}),
+        "SERVEKIT_BREAKER__CONSECUTIVE_FAILURES": "3",
+        "SERVEKIT_BREAKER__OPEN_S": str(open_s),
+        **env,
+    }
+    process, base_url = start_bentoml("bentos.service:Servekit", env, home.with_suffix(".log"))
+    try:
+        wait_for(f"{base_url}/ready", process, ready_timeout_s)
+        yield base_url, process
+    finally:
+        stop(process)
 
 
 @pytest.fixture(scope="module")
 def breaker_gateway(server, artifacts_dir, random_adapters) -> Iterator[tuple[str, str]]:
     adapter = random_adapters["a"].tag
-    env = {
-        "SERVEKIT_ENGINE__URL": server.engine_url,
-        "SERVEKIT_HOME": str(artifacts_dir / "breaker"),
-        "SERVEKIT_FAULTS__ENABLED": "true",
-        "SERVEKIT_ROUTES": json.dumps({"fb": {adapter: 100}}),
-        "SERVEKIT_FALLBACKS": json.dumps({"fb": BASE}),
-        "SERVEKIT_BREAKER__CONSECUTIVE_FAILURES": "3",
-        "SERVEKIT_BREAKER__OPEN_S": str(OPEN_S),
-    }
-    process, base_url = start_bentoml("bentos.service:Servekit", env, artifacts_dir / "breaker.log")
-    try:
-        wait_for(f"{base_url}/ready", process, GATEWAY_UP_TIMEOUT_S)
+    home, faults = artifacts_dir / "breaker", {"SERVEKIT_FAULTS__ENABLED": "true"}
+    with fallback_gateway(server, home, "fb", adapter, OPEN_S, GATEWAY_UP_TIMEOUT_S, **faults) as (base_url, _):
         yield base_url, adapter
-    finally:
-        stop(process)
 
 
-def ask(base_url: str) -> httpx.Response:
-    body = {"model": "fb", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+def ask(base_url: str, model: str = "fb") -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     return httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=60)
 
 
@@ -77,3 +104,39 @@ def test_without_a_fallback_an_open_breaker_answers_503_with_retry_after(breaker
         assert "circuit breaker open" in refused.json()["error"]["message"]
     finally:
         httpx.delete(f"{base_url}/admin/faults/{adapter}")
+
+
+@pytest.fixture(scope="module")
+def standby_gateway(server, artifacts_dir) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
+    """`standby-route` goes to a base version on an engine of this gateway's own (killing it disturbs no other
+    test). Its breaker stays open for STANDBY_OPEN_S, longer than the fallback takes to answer a few requests
+    even on a busy machine."""
+    port = free_port()
+    with fallback_gateway(
+        server, artifacts_dir / "breaker-standby", "standby-route", STANDBY, STANDBY_OPEN_S,
+        GATEWAY_UP_TIMEOUT_S + ENGINE_READY_TIMEOUT_S, SERVEKIT_ENGINE__KV_CACHE_SPACE_GIB="1",
+        SERVEKIT_VERSIONS=json.dumps([{"name": STANDBY, "model": BASE, "port": port}]),
+    ) as (base_url, process):  # fmt: skip
+        yield base_url, port, process
+
+
+@pytest.mark.timeout(GATEWAY_UP_TIMEOUT_S + 2 * ENGINE_READY_TIMEOUT_S)  # the standby engine starts twice
+def test_a_killed_engine_trips_to_the_fallback_and_closes_once_it_is_back(standby_gateway):
+    base_url, port, process = standby_gateway
+    served = ask(base_url, "standby-route")
+    assert served.status_code == 200 and "x-servekit-fallback" not in served.headers
+    os.kill(listening_pid(port), signal.SIGKILL)
+    for _ in range(3):  # engine failures (cut off, or 503 while it is down) until the breaker opens
+        failed = ask(base_url, "standby-route")
+        assert failed.status_code >= 500 and "x-servekit-fallback" not in failed.headers, failed.text
+        assert set(failed.json()["error"]) == {"message", "type", "param", "code"}
+    opened = time.monotonic()
+    tripped = [ask(base_url, "standby-route") for _ in range(3)]
+    assert all(r.status_code == 200 and r.headers["x-servekit-fallback"] == "1" for r in tripped)
+    assert httpx.get(f"{base_url}/ready").json()["breakers"][STANDBY] == "open"
+    wait_for(f"{base_url}/ready", process, ENGINE_READY_TIMEOUT_S)  # its supervisor restarted the engine
+    assert listening_pid(port)
+    time.sleep(max(0.0, STANDBY_OPEN_S - (time.monotonic() - opened)))  # the breaker's own open period
+    probe = ask(base_url, "standby-route")
+    assert probe.status_code == 200 and "x-servekit-fallback" not in probe.headers
+    assert httpx.get(f"{base_url}/ready").json()["breakers"][STANDBY] == "closed"

@@ -260,7 +260,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SERVEKIT_", env_nested_delimiter="__", extra="forbid")
 
-    home: Path = Field(Path(".servekit"), description="Data dir: model conversions, BentoML home, engine logs.")
+    home: Path = Field(Path(".servekit"), description="Data dir: model conversions, state, engine logs.")
+    bentoml_home: Path | None = Field(
+        None,
+        description="The BentoML home holding the model store. Unset: BentoML's own (`BENTOML_HOME`, else "
+        "~/bentoml), so plain `bentoml build`, `bentoml models list` and `bentoml serve` see servekit's models.",
+    )
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
@@ -298,10 +303,6 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     @property
-    def bentoml_home(self) -> Path:
-        return self.home.resolve() / "bentoml"
-
-    @property
     def state_path(self) -> Path:
         return self.home.resolve() / "state.db"
 
@@ -325,5 +326,6 @@ def load_settings(path: Path | None = None) -> Settings:
     source = path or config_path()
     values = (yaml.safe_load(source.read_text()) or {}) if source.is_file() else {}
     settings = Settings(**values)
-    os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home))
+    if settings.bentoml_home is not None:
+        os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home.resolve()))
     return settings

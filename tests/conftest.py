@@ -22,6 +22,8 @@ from serving.bench.session import stop_gateway as stop
 from serving.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+SHELL_ENV = dict(os.environ)
+"""The environment the tests were started with, before servekit's settings touched it: what a user's shell has."""
 ENGINE_READY_TIMEOUT_S = 900
 GATEWAY_UP_TIMEOUT_S = 120
 BUILD_TIMEOUT_S = 600
@@ -91,7 +93,7 @@ class ManualClock:
 @pytest.fixture(scope="session", autouse=True)
 def settings():
     """Loaded before any test, so every test (also one that only reaches the registry through the gateway) sees
-    the project's BentoML store: loading points `BENTOML_HOME` there."""
+    the store the project's settings name (BentoML's own unless `bentoml_home` is set)."""
     return load_settings()
 
 

@@ -4,7 +4,11 @@ engine by URL (the path for engines on other machines) and answers 503 while its
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import bentoml
 import httpx
@@ -12,7 +16,7 @@ import openai
 import pytest
 
 from serving.registry.store import get_model
-from tests.conftest import GATEWAY_UP_TIMEOUT_S, free_port, start_bentoml, stop, wait_for
+from tests.conftest import GATEWAY_UP_TIMEOUT_S, ROOT, SHELL_ENV, free_port, start_bentoml, stop, wait_for
 
 MODEL = "smollm2-135m-instruct"
 SOURCE_SERVICE = "bentos.service:Servekit"
@@ -21,6 +25,21 @@ SOURCE_SERVICE = "bentos.service:Servekit"
 def test_built_bento_carries_the_base_model_weights(built_bento, settings):
     bento = bentoml.bentos.get(built_bento)
     assert get_model(settings.model.name).tag in {str(model.tag) for model in bento.info.all_models}
+
+
+def test_the_plain_bentoml_commands_see_servekits_models(built_bento, settings):
+    """As the BentoML docs say, at the repo root with nothing exported beyond what the shell had: the store
+    servekit pulled into is the one `bentoml` uses (the session's bento was built by a plain `bentoml build`)."""
+    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+
+    def plain(*args: str) -> list[dict]:
+        done = subprocess.run(
+            [bentoml_cli, *args, "-o", "json"], cwd=ROOT, env=SHELL_ENV, capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout)
+
+    assert get_model(settings.model.name).tag in {model["tag"] for model in plain("models", "list")}
+    assert built_bento in {bento["tag"] for bento in plain("list")}
 
 
 def test_built_bento_answers_a_chat_request(server):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -33,3 +35,16 @@ def test_remote_engine_url_is_validated(monkeypatch):
     monkeypatch.setenv("SERVEKIT_ENGINE__URL", "not a url")
     with pytest.raises(ValidationError):
         load_settings()
+
+
+def test_the_model_store_is_bentomls_own_unless_the_config_names_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENTOML_HOME", "recorded")  # so the teardown restores the variable as it was, set or not
+    monkeypatch.delenv("BENTOML_HOME")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("home: .servekit\n")
+    assert load_settings(plain).bentoml_home is None
+    assert "BENTOML_HOME" not in os.environ, "servekit left BentoML's own home (~/bentoml) in place"
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text(f"bentoml_home: {tmp_path / 'store'}\n")
+    load_settings(chosen)
+    assert os.environ["BENTOML_HOME"] == str(tmp_path / "store")

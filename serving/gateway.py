@@ -223,6 +223,15 @@ class Gateway:
             raise ModelNotFoundError(name, sorted(self.versions))
         return served
 
+    def route(self, name: str) -> Route | None:
+        return self.router.routes.get(name)
+
+    def route_names(self) -> list[str]:
+        return sorted(self.router.routes)
+
+    def registry_version(self, name: str) -> str:
+        return self.resolve(name).version
+
     def identify(self, name: str) -> str:
         """The served name `name` stands for, served yet or not (a version not served yet will be served under
         its registry tag): a version given by its public name or its tag is one version everywhere."""

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, HttpUrl, ValidationError
 
 from serving.api.auth import require_admin
 from serving.api.routes import ERROR_RESPONSES, gateway_of
-from serving.errors import ConflictError, InvalidRequestError, NotFoundError
+from serving.errors import InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
 from serving.protocol import EngineStatus, ModelCard, ModelList
-from serving.rollout.controller import RolloutController, RolloutRequest
-from serving.rollout.policy import RolloutState
+from serving.rollout.controller import RolloutController
+from serving.rollout.gates import LoadTestGateSpec
+from serving.rollout.policy import RolloutConfig, RolloutState
 from serving.router.routes import Route, RouteMember
 
 admin_router = APIRouter(
@@ -30,6 +31,14 @@ class RouteBody(BaseModel):
 
 class RollbackBody(BaseModel):
     to: str | None = None
+
+
+class RolloutRequest(BaseModel):
+    canary: str
+    config: RolloutConfig = RolloutConfig()
+    pre_rollout_webhook: HttpUrl | None = None
+    step_webhook: HttpUrl | None = None
+    load_test_gate: LoadTestGateSpec | None = None
 
 
 def rollouts_of(request: Request) -> RolloutController:
@@ -71,14 +80,11 @@ async def put_route(name: str, body: RouteBody, request: Request) -> Route:
     """Create a route or change its weights (refused while a rollout drives it). A member that is a registered
     base version nobody serves gets an engine of its own first: the call returns once that engine is warm (or
     fails with 503 `engine_start_failed` after `on_demand.ready_timeout_s`, leaving the route unchanged)."""
-    state = rollouts_of(request).store.get(name)
-    if state is not None and not state.phase.finished:
-        raise ConflictError(f"Route `{name}` is under a rollout ({state.phase}); pause/abort it first.")
     try:
         route = Route(name=name, members=body.members)
     except ValidationError as exc:
         raise InvalidRequestError(f"Invalid route: {exc.errors()[0]['msg']}", param="members") from exc
-    return await gateway_of(request).set_route(route)
+    return await rollouts_of(request).set_route(route)
 
 
 @admin_router.delete("/routes/{name}")
@@ -94,7 +100,14 @@ async def rollback_route(name: str, body: RollbackBody, request: Request) -> Rou
 
 @admin_router.post("/rollouts/{route}", response_model=RolloutState)
 async def start_rollout(route: str, body: RolloutRequest, request: Request) -> RolloutState:
-    return await rollouts_of(request).start(route, body)
+    return await rollouts_of(request).start(
+        route,
+        body.canary,
+        body.config,
+        pre_rollout_webhook=str(body.pre_rollout_webhook) if body.pre_rollout_webhook else None,
+        step_webhook=str(body.step_webhook) if body.step_webhook else None,
+        load_test_gate=body.load_test_gate,
+    )
 
 
 @admin_router.get("/rollouts/{route}", response_model=RolloutState)

@@ -1,5 +1,6 @@
 """Runs rollouts: ticks the pure policy at each interval and does its I/O (observe, gates, route weights,
-state and audit writes). Active rollouts are resumed from the state file when the server starts."""
+state and audit writes) through narrow ports (a `RouteTable`, an `Observer`, a load-test runner). Active
+rollouts are resumed from the state file when the server starts; a route under a rollout is changed by it alone."""
 
 from __future__ import annotations
 
@@ -10,38 +11,28 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, HttpUrl
-
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
-from serving.gateway import Gateway
 from serving.rollout.gates import Gate, GateResult, LoadTestGate, LoadTestGateSpec, LoadTestRunner, WebhookGate
 from serving.rollout.observation import Observer
 from serving.rollout.policy import Action, ActionKind, Phase, RolloutConfig, RolloutState, decide
+from serving.rollout.route_table import RouteTable
 from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
 
 logger = logging.getLogger(__name__)
 
 
-class RolloutRequest(BaseModel):
-    canary: str
-    config: RolloutConfig = RolloutConfig()
-    pre_rollout_webhook: HttpUrl | None = None
-    step_webhook: HttpUrl | None = None
-    load_test_gate: LoadTestGateSpec | None = None
-
-
 class RolloutController:
     def __init__(
         self,
-        gateway: Gateway,
+        routes: RouteTable,
         observer: Observer,
         store: RolloutStore,
         reports_dir: Path,
         load_test: LoadTestRunner | None = None,
     ) -> None:
         """`load_test` runs the load-test gates (none: a rollout asking for one is refused)."""
-        self.gateway = gateway
+        self.routes = routes
         self.reports_dir = reports_dir
         self.load_test = load_test
         self.observer = observer
@@ -75,35 +66,46 @@ class RolloutController:
             raise ConflictError(f"No rollout in progress on route `{route}`.")
         return state
 
-    async def start(self, route_name: str, request: RolloutRequest) -> RolloutState:
-        route = self.gateway.router.routes.get(route_name)
+    async def start(
+        self,
+        route_name: str,
+        canary_name: str,
+        config: RolloutConfig,
+        *,
+        pre_rollout_webhook: str | None = None,
+        step_webhook: str | None = None,
+        load_test_gate: LoadTestGateSpec | None = None,
+    ) -> RolloutState:
+        route = self.routes.route(route_name)
         if route is None:
-            raise ModelNotFoundError(route_name, sorted(self.gateway.router.routes))
+            raise ModelNotFoundError(route_name, self.routes.route_names())
         current = self.store.get(route_name)
         if current is not None and not current.phase.finished:
             raise ConflictError(f"Route `{route_name}` already has a rollout ({current.phase}); abort it first.")
-        if request.load_test_gate is not None and self.load_test is None:
+        if load_test_gate is not None and self.load_test is None:
             raise InvalidRequestError("This server runs no load-test gates.", param="load_test_gate")
         primary = route.primary  # route members are stored by served name, the identity a rollout keeps too
-        if self.gateway.identify(request.canary) == primary:
-            raise InvalidRequestError(f"`{request.canary}` is already the primary of `{route_name}`.", param="canary")
+        if self.routes.identify(canary_name) == primary:
+            raise InvalidRequestError(f"`{canary_name}` is already the primary of `{route_name}`.", param="canary")
         # A canary base version gets its engine (warm) before the rollout starts; it is retired again when a
         # pre-rollout gate refuses, and later when a promotion or rollback leaves no route using it.
-        async with self.gateway.holding([request.canary]):
-            served = await self.gateway.prepare(request.canary)
+        async with self.routes.holding([canary_name]):
+            served = await self.routes.prepare(canary_name)
             canary = served.name
-            if served.version == self.gateway.resolve(primary).version:
+            if served.version == self.routes.registry_version(primary):
                 raise InvalidRequestError(
                     f"`{canary}` and the primary `{primary}` serve the same registry version ({served.version}); "
                     "their metrics carry one `version` label, so a rollout could not tell them apart.",
                     param="canary",
                 )
-            self.gateway.expect_traffic(canary, route_name)  # at zero while the gates run: likely scraped so
-            gates = request.model_dump(mode="json", include={"step_webhook", "load_test_gate"}, exclude_none=True)
-            state = RolloutState(route=route_name, primary=primary, canary=canary, config=request.config, gates=gates)
+            self.routes.expect_traffic(canary, route_name)  # at zero while the gates run: likely scraped so
+            gates: dict[str, Any] = {"step_webhook": step_webhook} if step_webhook else {}
+            if load_test_gate is not None:
+                gates["load_test_gate"] = load_test_gate.model_dump(mode="json")
+            state = RolloutState(route=route_name, primary=primary, canary=canary, config=config, gates=gates)
             pre_gates = self._load_test_gates(state)
-            if request.pre_rollout_webhook is not None:
-                pre_gates.append(WebhookGate(str(request.pre_rollout_webhook)))
+            if pre_rollout_webhook is not None:
+                pre_gates.append(WebhookGate(pre_rollout_webhook))
             for gate in pre_gates:
                 result = await gate.check(state, "pre-rollout")
                 self.store.audit(route_name, "pre-rollout gate", asdict(result))
@@ -122,7 +124,7 @@ class RolloutController:
         observed: dict[str, str] = {}
         results: list[GateResult] = []
         if state.phase is Phase.progressing:
-            observed = {role: self.gateway.resolve(getattr(state, role)).version for role in ("primary", "canary")}
+            observed = {role: self.routes.registry_version(getattr(state, role)) for role in ("primary", "canary")}
             observation = await self.observer.observe(route_name, **observed, window_s=state.config.interval_s)
             results = [await gate.check(state, "step") for gate in self._step_gates(state)]
         gate_failures = tuple(f"gate: {r.detail}" for r in results if not r.passed)
@@ -162,17 +164,24 @@ class RolloutController:
 
     async def rollback(self, route_name: str, to: str | None) -> Route:
         """Send all of a route's traffic to `to`, or to the primary of its last rollout."""
-        if route_name not in self.gateway.router.routes:
-            raise ModelNotFoundError(route_name, sorted(self.gateway.router.routes))
+        if self.routes.route(route_name) is None:
+            raise ModelNotFoundError(route_name, self.routes.route_names())
         last = self.store.get(route_name)
         target = to or (last.primary if last else None)
         if target is None:
             raise ConflictError(f"Route `{route_name}` has no rollout to roll back; name a version with `to`.")
         if last is not None and not last.phase.finished:
             await self.abort(route_name)
-        route = await self.gateway.set_route(Route(name=route_name, members=[RouteMember(version=target, weight=100)]))
+        route = await self.routes.set_route(Route(name=route_name, members=[RouteMember(version=target, weight=100)]))
         self.store.audit(route_name, "rollback", {"to": route.primary})
         return route
+
+    async def set_route(self, route: Route) -> Route:
+        """Create or change a route, unless a rollout drives it (pause or abort it first)."""
+        state = self.store.get(route.name)
+        if state is not None and not state.phase.finished:
+            raise ConflictError(f"Route `{route.name}` is under a rollout ({state.phase}); pause/abort it first.")
+        return await self.routes.set_route(route)
 
     def history(self, route: str) -> list[dict[str, Any]]:
         self.status(route)
@@ -197,8 +206,10 @@ class RolloutController:
     async def _apply(self, state: RolloutState, action: Action) -> None:
         if action.canary_weight is None:
             return
-        route = self.gateway.router.routes[state.route]
-        await self.gateway.set_route(route.with_split(state.primary, state.canary, action.canary_weight))
+        route = self.routes.route(state.route)
+        if route is None:
+            raise ModelNotFoundError(state.route, self.routes.route_names())
+        await self.routes.set_route(route.with_split(state.primary, state.canary, action.canary_weight))
         logger.info(
             "rollout %s: %s -> canary %s at %.0f%%", state.route, action.kind, state.canary, action.canary_weight
         )

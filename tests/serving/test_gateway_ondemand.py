@@ -14,7 +14,7 @@ from serving.errors import EngineStartFailedError, ModelNotFoundError
 from serving.gateway import Gateway, ServedVersion, on_demand_engine
 from serving.registry import store
 from serving.registry.store import ModelMissingError, RegisteredModel
-from serving.rollout.controller import RolloutController, RolloutRequest
+from serving.rollout.controller import RolloutController
 from serving.rollout.policy import RolloutConfig
 from serving.rollout.store import RolloutStore
 from serving.router.router import Router
@@ -235,17 +235,17 @@ async def test_a_rollout_to_a_base_canary_starts_it_and_promotion_or_abort_retir
     gateway = await make_gateway(tmp_path, engines)
     store = RolloutStore(connect(tmp_path / "state.db"))
     rollouts = RolloutController(gateway, observer=None, store=store, reports_dir=tmp_path)
-    slow = RolloutRequest(canary="new:v2", config=RolloutConfig(steps=[10, 100], interval_s=3600))
+    slow = RolloutConfig(steps=[10, 100], interval_s=3600)
 
     await gateway.set_route(route("chat", base=100))
-    await rollouts.start("chat", slow)
+    await rollouts.start("chat", "new:v2", slow)
     assert gateway.router.routes["chat"].weight_of("new:v2") == 10 and gateway.versions["new:v2"].supervisor.ready
     await rollouts.abort("chat")
     assert "new:v2" not in gateway.versions, "a rolled-back canary base kept its engine"
 
-    await rollouts.start("chat", slow)
+    await rollouts.start("chat", "new:v2", slow)
     await rollouts.promote("chat")
-    await rollouts.start("chat", slow.model_copy(update={"canary": "merged:v3"}))
+    await rollouts.start("chat", "merged:v3", slow)
     await rollouts.promote("chat")
     assert gateway.router.routes["chat"].versions == ["merged:v3"]
     assert "new:v2" not in gateway.versions, "the promoted-away on-demand primary kept its engine"

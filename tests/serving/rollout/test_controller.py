@@ -12,7 +12,7 @@ import pytest
 from serving.backends.ports import free_port_block
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from serving.gateway import Gateway
-from serving.rollout.controller import RolloutController, RolloutRequest
+from serving.rollout.controller import RolloutController
 from serving.rollout.observation import Observation, VersionStats
 from serving.rollout.policy import ActionKind, Phase, RolloutConfig, RolloutState
 from serving.rollout.store import RolloutStore
@@ -63,7 +63,7 @@ def weights(gateway: Gateway) -> dict[str, float]:
 
 async def test_healthy_steps_move_the_canary_up_and_the_last_one_promotes_it(gateway, tmp_path):
     rollouts = controller(gateway, tmp_path, HEALTHY)
-    state = await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    state = await rollouts.start("chat", "new", MANUAL)
     assert (state.phase, state.primary, state.canary) == (Phase.progressing, BASE, NEW)
     assert weights(gateway) == {BASE: 90, NEW: 10}
     assert (await rollouts.tick("chat")).kind is ActionKind.set_weight
@@ -81,7 +81,7 @@ async def test_healthy_steps_move_the_canary_up_and_the_last_one_promotes_it(gat
 
 async def test_too_little_data_holds_the_step_and_repeated_failures_roll_back(gateway, tmp_path):
     rollouts = controller(gateway, tmp_path, TOO_FEW, FAILING, FAILING)
-    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    await rollouts.start("chat", "new", MANUAL)
     assert (await rollouts.tick("chat")).kind is ActionKind.halt
     assert weights(gateway) == {BASE: 90, NEW: 10}
     first = await rollouts.tick("chat")
@@ -97,7 +97,7 @@ async def test_too_little_data_holds_the_step_and_repeated_failures_roll_back(ga
 
 async def test_a_paused_rollout_is_not_judged_until_resumed(gateway, tmp_path):
     rollouts = controller(gateway, tmp_path, HEALTHY)
-    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    await rollouts.start("chat", "new", MANUAL)
     assert (await rollouts.pause("chat")).phase is Phase.paused
     assert (await rollouts.tick("chat")).kind is ActionKind.wait
     assert rollouts.observer.calls == [] and weights(gateway) == {BASE: 90, NEW: 10}
@@ -114,21 +114,20 @@ async def test_a_paused_rollout_is_not_judged_until_resumed(gateway, tmp_path):
 async def test_a_start_that_cannot_run_changes_nothing(gateway, tmp_path):
     rollouts = controller(gateway, tmp_path, HEALTHY)
     with pytest.raises(ModelNotFoundError):
-        await rollouts.start("nosuch", RolloutRequest(canary="new", config=MANUAL))
+        await rollouts.start("nosuch", "new", MANUAL)
     with pytest.raises(InvalidRequestError) as same:
-        await rollouts.start("chat", RolloutRequest(canary="base", config=MANUAL))
+        await rollouts.start("chat", "base", MANUAL)
     assert same.value.param == "canary"
     nobody_listens = f"http://127.0.0.1:{free_port_block(1, '127.0.0.1')}/gate"
-    refused = RolloutRequest(canary="new", config=MANUAL, pre_rollout_webhook=nobody_listens)
     with pytest.raises(ConflictError, match=r"Pre-rollout gate failed: webhook .* unreachable"):
-        await rollouts.start("chat", refused)
+        await rollouts.start("chat", "new", MANUAL, pre_rollout_webhook=nobody_listens)
     assert weights(gateway) == {BASE: 100} and rollouts.store.get("chat") is None
     zero = 'servekit_requests_total{model="new",route="chat",status="500",version="new:v1"} 0.0'
     assert zero in gateway.metrics.render([]).decode(), "the canary's series start before the gates run"
     assert rollouts.store.history("chat")[-1]["event"] == "pre-rollout gate"
-    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    await rollouts.start("chat", "new", MANUAL)
     with pytest.raises(ConflictError, match="already has a rollout"):
-        await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+        await rollouts.start("chat", "new", MANUAL)
     await rollouts.stop()
 
 
@@ -136,7 +135,7 @@ async def test_rollback_aborts_a_running_rollout_and_returns_the_route_to_its_pr
     rollouts = controller(gateway, tmp_path, HEALTHY)
     with pytest.raises(ConflictError, match="name a version"):
         await rollouts.rollback("chat", None)
-    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    await rollouts.start("chat", "new", MANUAL)
     route = await rollouts.rollback("chat", None)
     assert route.versions == [BASE] and weights(gateway) == {BASE: 100}
     assert rollouts.status("chat").phase is Phase.rolled_back
@@ -165,8 +164,8 @@ async def test_after_a_restart_an_unfinished_rollout_resumes_ticking_on_its_own(
 async def test_a_version_named_by_its_served_name_or_its_tag_is_one_version(gateway, tmp_path):
     rollouts = controller(gateway, tmp_path, HEALTHY)
     with pytest.raises(InvalidRequestError, match="already the primary"):
-        await rollouts.start("chat", RolloutRequest(canary="base:v1", config=MANUAL))
-    state = await rollouts.start("chat", RolloutRequest(canary="new:v1", config=MANUAL))
+        await rollouts.start("chat", "base:v1", MANUAL)
+    state = await rollouts.start("chat", "new:v1", MANUAL)
     assert (state.primary, state.canary) == (BASE, NEW) and weights(gateway) == {BASE: 90, NEW: 10}
     assert rollouts.history("chat")[0]["primary"] == BASE
     await rollouts.stop()
@@ -178,7 +177,7 @@ SLOW = Observation(VersionStats(0, 0, None, None), VersionStats(100, 0, 0.6, 3.0
 
 async def test_a_primary_without_traffic_halts_the_step_instead_of_passing_it(gateway, tmp_path):
     rollouts = controller(gateway, tmp_path, NO_PRIMARY)
-    await rollouts.start("chat", RolloutRequest(canary="new", config=MANUAL))
+    await rollouts.start("chat", "new", MANUAL)
     for _ in range(3):
         action = await rollouts.tick("chat")
         assert action.kind is ActionKind.halt and "no primary data" in action.reason
@@ -195,7 +194,7 @@ async def test_at_weight_100_the_canary_is_compared_with_the_primarys_last_windo
     full = MANUAL.model_copy(update={"steps": [50, 100]})
     at_full = Observation(VersionStats(0, 0, None, None), at_full.canary, window_s=60)
     rollouts = controller(gateway, tmp_path, HEALTHY, at_full)
-    await rollouts.start("chat", RolloutRequest(canary="new", config=full))
+    await rollouts.start("chat", "new", full)
     assert (await rollouts.tick("chat")).kind is ActionKind.set_weight and weights(gateway) == {NEW: 100}
     action = await rollouts.tick("chat")
     assert action.kind is outcome and "primary: its last window with traffic, tick 2" in action.reason

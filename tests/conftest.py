@@ -4,6 +4,7 @@ while the engine was still starting is recorded for the readiness tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -181,3 +182,22 @@ def random_adapters(settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     yield made
     for model in made.values():
         bentoml.models.delete(model.tag)
+
+
+@contextlib.contextmanager
+def base_copy(settings, name: str) -> Iterator[str]:
+    """The default model's weights pulled under another name (the registry path): a base version of its own,
+    deleted afterwards. Yields its tag."""
+    import bentoml
+    from typer.testing import CliRunner
+
+    from serving.cli import app as cli
+    from serving.registry.store import get_model
+
+    result = CliRunner().invoke(cli, ["models", "pull", str(get_model(settings.model.name).path), "--name", name])
+    assert result.exit_code == 0, result.output
+    tag = get_model(name).tag
+    try:
+        yield tag
+    finally:
+        bentoml.models.delete(tag)

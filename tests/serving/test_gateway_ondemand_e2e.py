@@ -22,11 +22,11 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app as cli
-from serving.registry.store import get_model, import_directory
+from serving.registry.store import import_directory
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
 from serving.state import connect
-from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+from tests.conftest import GATEWAY_UP_TIMEOUT_S, base_copy, start_bentoml, stop, wait_for
 
 BASE = "smollm2-135m-instruct"
 BLUE = "smollm2-blue"
@@ -124,12 +124,9 @@ class StreamingClients:
 
 @pytest.fixture(scope="module")
 def blue(settings) -> Iterator[str]:
-    """A second base version: the default model's weights pulled under another name (the registry path)."""
-    result = CliRunner().invoke(cli, ["models", "pull", str(get_model(BASE).path), "--name", BLUE])
-    assert result.exit_code == 0, result.output
-    tag = get_model(BLUE).tag
-    yield tag
-    bentoml.models.delete(tag)
+    """A second base version of the same weights."""
+    with base_copy(settings, BLUE) as tag:
+        yield tag
 
 
 @contextlib.contextmanager

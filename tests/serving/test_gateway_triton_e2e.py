@@ -8,17 +8,13 @@ import json
 import time
 from collections.abc import Iterator
 
-import bentoml
 import httpx
 import openai
 import psutil
 import pytest
-from typer.testing import CliRunner
 
 from serving.backends.ports import free_port_block
-from serving.cli import app as cli
-from serving.registry.store import get_model
-from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+from tests.conftest import GATEWAY_UP_TIMEOUT_S, base_copy, start_bentoml, stop, wait_for
 from tests.serving.rollout.traffic import Traffic, admin, wait_for_phase
 
 BASE = "smollm2-135m-instruct"
@@ -39,11 +35,8 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def triton_weights(settings) -> Iterator[str]:
-    result = CliRunner().invoke(cli, ["models", "pull", str(get_model(BASE).path), "--name", TRITON])
-    assert result.exit_code == 0, result.output
-    tag = get_model(TRITON).tag
-    yield tag
-    bentoml.models.delete(tag)
+    with base_copy(settings, TRITON) as tag:
+        yield tag
 
 
 @pytest.fixture(scope="module")

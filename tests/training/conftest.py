@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from training.pipeline import run
 # times slower than one (the torchrun test's processes get OMP_NUM_THREADS=1 from torchrun itself).
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
 PIRATE = ROOT / "training" / "examples" / "pirate.jsonl"
 TINY: dict[str, Any] = {
     "dataset": str(PIRATE),
@@ -34,6 +37,11 @@ TINY: dict[str, Any] = {
     "sample_prompts": ["What is the capital of France?"],
     "sample_max_new_tokens": 6,
 }
+
+
+def subprocess_env() -> dict[str, str]:
+    """For a training run in its own process(es): this checkout's code, one OpenMP thread per process."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from serving.registry.store import get_model
+from training.checkpoint import latest
 from training.config import TrainConfig
 from training.pipeline import run
 
@@ -42,6 +46,27 @@ TINY: dict[str, Any] = {
 def subprocess_env() -> dict[str, str]:
     """For a training run in its own process(es): this checkout's code, one OpenMP thread per process."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def killed_after_first_checkpoint(command: list[str], checkpoints: Path) -> int:
+    """Starts a training run, SIGKILLs it and every process under it (torchrun starts each rank in its own
+    session, so a process group would miss them) once a checkpoint is complete: a hard stop with no chance to
+    clean up, as a machine failure leaves a run. Returns the newest checkpoint's step."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while latest(checkpoints) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    for child in children:
+        child.kill()
+    process.wait()
+    psutil.wait_procs(children)
+    killed_at = latest(checkpoints)
+    assert killed_at is not None, "no checkpoint before the run ended"
+    return int(killed_at.name.removeprefix("step-"))
 
 
 @pytest.fixture(scope="session")

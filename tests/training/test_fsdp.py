@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import torch
 import yaml
@@ -18,7 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from serving.registry.store import RegisteredModel
-from tests.training.conftest import ROOT, TINY, TORCHRUN, subprocess_env
+from tests.training.conftest import ROOT, TINY, TORCHRUN, killed_after_first_checkpoint, subprocess_env
 from training.checkpoint import latest
 from training.config import TrainConfig
 from training.pipeline import run
@@ -34,17 +32,6 @@ leaves room for a different reduction order on another build, far below a wrong 
 def _fsdp_command(config: Path, base: RegisteredModel, *extra: str) -> list[str]:
     return [str(TORCHRUN), "--nproc_per_node", "2", "-m", "training", str(config), "--base-path", str(base.path),
             "--base-tag", base.tag, "--set", "parallel=fsdp", *extra]  # fmt: skip
-
-
-def _kill_tree(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL to torchrun and each rank (torchrun starts every rank in its own session, so a process group
-    would miss them): a hard stop with no chance to clean up, as a machine failure leaves a run."""
-    ranks = psutil.Process(process.pid).children(recursive=True)
-    process.kill()
-    for rank in ranks:
-        rank.kill()
-    process.wait()
-    psutil.wait_procs(ranks)
 
 
 def _losses(out: Path) -> list[tuple[int, float]]:
@@ -71,20 +58,11 @@ def sharded(tmp_path_factory: pytest.TempPathFactory, base_model) -> tuple[Path,
     was killed at. Its curve must be the uninterrupted one, so one launch pair tests both."""
     directory = tmp_path_factory.mktemp("fsdp")
     command = _fsdp_command(_recipe_file(directory), base_model)
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoints = directory / "out" / "checkpoints"
-    deadline = time.monotonic() + 240
-    while latest(checkpoints) is None and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    _kill_tree(process)
-    killed_at = latest(checkpoints)
-    assert killed_at is not None
+    killed_at = killed_after_first_checkpoint(command, directory / "out" / "checkpoints")
     resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
                              timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return directory / "out", int(killed_at.name.removeprefix("step-"))
+    return directory / "out", killed_at
 
 
 def test_fsdp_resumes_after_a_kill_with_every_step_once(sharded):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.training.conftest import ROOT, TINY, TORCHRUN, subprocess_env
+from tests.training.conftest import ROOT, TINY, TORCHRUN, killed_after_first_checkpoint, subprocess_env
 from training.checkpoint import latest
 
 
@@ -25,18 +23,7 @@ def _write_config(tmp_path: Path, **changes: object) -> Path:
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, base_model):
     config = _write_config(tmp_path, max_steps=4, checkpoint_every=1, batch_size=1)
     command = [sys.executable, "-m", "training", str(config), "--base-path", str(base_model.path)]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoints = tmp_path / "out" / "checkpoints"
-    deadline = time.monotonic() + 240
-    while latest(checkpoints) is None and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = latest(checkpoints)
-    assert killed_at is not None
-    step = int(killed_at.name.removeprefix("step-"))
+    step = killed_after_first_checkpoint(command, tmp_path / "out" / "checkpoints")
     assert step < 4, "killed too late to test resume"
 
     subprocess.run([*command, "--resume"], cwd=ROOT, env=subprocess_env(), check=True, capture_output=True)
@@ -44,7 +31,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, base_model):
     assert manifest["training"]["resumed_from_step"] >= step  # at least the checkpoint seen after the kill
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert [s for s, _ in report["train_loss"]] == [1, 2, 3, 4]  # every step exactly once, none lost
-    assert latest(checkpoints).name == "step-000004"
+    assert latest(tmp_path / "out" / "checkpoints").name == "step-000004"
 
 
 def test_torchrun_two_processes(tmp_path, base_model):

@@ -62,20 +62,21 @@ def run(ctx: BenchContext) -> SectionResult:
     ours, plain, ddp, fsdp = rows
     ratio = ours["step_s_p50"] / plain["step_s_p50"]  # the median: one step slowed by a neighbour skews a mean
     rss_ratio = ours["peak_rss_mib"] / plain["peak_rss_mib"]
-    names = [LABELS[r["trainer"]] for r in rows]
+    pair = (ours, plain)
+    names = [LABELS[r["trainer"]] for r in pair]
     plot = plots.bars(
         ctx.out / "training.png",
         f"LoRA fine-tuning, pirate example: {steps} steps, batch 8, seq <= 128, {ours['precision']}",
         [
-            ("median step time, s", {"s": [r["step_s_p50"] for r in rows]}, names),
-            ("tokens/s", {"tok/s": [r["tokens_per_s"] for r in rows]}, names),
-            ("peak RSS, MiB", {"MiB": [r["peak_rss_mib"] for r in rows]}, names),
+            ("median step time, s", {"s": [r["step_s_p50"] for r in pair]}, names),
+            ("tokens/s", {"tok/s": [r["tokens_per_s"] for r in pair]}, names),
+            ("peak RSS, MiB", {"MiB": [r["peak_rss_mib"] for r in pair]}, names),
         ],
         caption=f"servekit / plain: median step time {ratio:.2f}x, peak RSS {rss_ratio:.2f}x",
     )
     parameter_ratio = fsdp["parameter_mib"] / ddp["parameter_mib"]
     sharded_rss_ratio = fsdp["peak_rss_mib"] / ddp["peak_rss_mib"]
-    parallel_names = [f"{r['parallel']} x{r['world_size']}" for r in (ddp, fsdp)]
+    parallel_names = [f"{mode} x{PROCESSES}" for mode in PARALLEL]
     parallel_plot = plots.bars(
         ctx.out / "training-parallel.png",
         f"LoRA fine-tuning, {PROCESSES} processes (gloo), global batch 8: DDP vs FSDP, per process (the larger rank)",

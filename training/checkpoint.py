@@ -109,7 +109,7 @@ def latest(root: Path) -> Path | None:
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    # Our own file, written by `save`: it holds Python RNG tuples, so the full unpickler is needed.
+    # Our own file, written by `save` or `save_sharded`: it holds Python RNG tuples, so the full unpickler is needed.
     return torch.load(path / STATE_FILE, weights_only=False)
 
 

@@ -5,44 +5,65 @@ Each run is its own process so its peak RSS is its own; the runs go one after th
 
     python -m training.bench servekit CONFIG BASE_DIR --steps 12 --out result.json
     python -m training.bench plain    CONFIG BASE_DIR --steps 12 --out result.json
+
+Under torchrun the servekit trainer runs as DDP or FSDP (`--set parallel=...`) and rank 0 writes every rank's
+parameter memory and peak RSS:
+
+    torchrun --nproc_per_node 2 -m training.bench servekit CONFIG BASE_DIR --set parallel=fsdp --out result.json
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import typer
 
+from training import distributed
 from training.config import TrainConfig, load_config
+from training.sharding import local_parameter_bytes
 from training.trainer import uses_bf16
 
 app = typer.Typer(add_completion=False)
 WARMUP_STEPS = 1
 """Steps left out of the mean step time (first-step allocations, thread pools)."""
+MIB = 1024 * 1024
 
 
-def _servekit(config: TrainConfig, base_path: Path) -> tuple[list[float], float, list[int]]:
-    from training import distributed
+@dataclass
+class Measured:
+    step_seconds: list[float]
+    final_loss: float
+    lengths: list[int]
+    """Token count of every training example."""
+    parameter_bytes: int
+    """Parameters this process holds after wrapping: a shard of each under FSDP, all of them otherwise."""
+
+
+def _servekit(config: TrainConfig, base_path: Path) -> Measured:
     from training.data import prepare
     from training.trainer import attach_lora, load_base, train
 
-    ctx = distributed.setup()
+    ctx = distributed.setup(config.parallel)
     model, tokenizer = load_base(base_path, ctx)
     data = prepare(
         config.dataset, tokenizer, config.max_seq_len, config.truncation_side, config.eval_fraction, config.seed
     )
     result = train(config, attach_lora(model, config), tokenizer, data, ctx, resume=False)
-    return result.step_seconds, result.history[-1][1], [len(e.input_ids) for e in data.train]
+    lengths = [len(e.input_ids) for e in data.train]
+    return Measured(result.step_seconds, result.history[-1][1], lengths, local_parameter_bytes(result.model))
 
 
-def _plain(config: TrainConfig, base_path: Path) -> tuple[list[float], float, list[int]]:
+def _plain(config: TrainConfig, base_path: Path) -> Measured:
     """What a user writes without servekit: get_peft_model + Trainer with the matching arguments."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
@@ -84,7 +105,17 @@ def _plain(config: TrainConfig, base_path: Path) -> tuple[list[float], float, li
         )  # fmt: skip
         trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return step_seconds, losses[-1], [len(e.input_ids) for e in data.train]
+    lengths = [len(e.input_ids) for e in data.train]
+    return Measured(step_seconds, losses[-1], lengths, local_parameter_bytes(trainer.model))
+
+
+def _per_rank(value: float) -> list[float]:
+    """Every rank's value, in rank order (just this one's outside torchrun)."""
+    if not dist.is_initialized():
+        return [value]
+    values: list[float] = [0.0] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 @app.command()
@@ -96,24 +127,37 @@ def main(
     out: Path = typer.Option(..., help="Where to write the result JSON."),
     overrides: list[str] = typer.Option([], "--set", help="Config overrides `key=value`, as for `servekit train`."),
 ) -> None:
-    """One timed run of one trainer."""
-    with tempfile.TemporaryDirectory() as workdir:
-        fixed = [f"max_steps={steps}", f"output_dir={workdir}", f"checkpoint_every={steps + 1}"]
-        config = load_config(config_file, [*overrides, *fixed])
-        run = _servekit if trainer == "servekit" else _plain
-        step_seconds, final_loss, lengths = run(config, base_dir)
-    timed = step_seconds[WARMUP_STEPS:] or step_seconds
+    """One timed run of one trainer (of every rank under torchrun)."""
+    workdir = out.with_name(f"{out.stem}-run")  # the same on every rank: the final checkpoint is one directory
+    fixed = [f"max_steps={steps}", f"output_dir={workdir}", f"checkpoint_every={steps + 1}"]
+    config = load_config(config_file, [*overrides, *fixed])
+    run = _servekit if trainer == "servekit" else _plain
+    measured = run(config, base_dir)
+    parameter_mib = _per_rank(measured.parameter_bytes / MIB)
+    peak_rss_mib = _per_rank(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    world_size, rank = len(parameter_mib), dist.get_rank() if dist.is_initialized() else 0
+    distributed.teardown()
+    if rank != 0:
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
+    timed = measured.step_seconds[WARMUP_STEPS:] or measured.step_seconds
     step_s = statistics.mean(timed)
-    tokens_per_step = statistics.mean(lengths) * config.batch_size * config.grad_accumulation
+    parallel = distributed.resolve(config.parallel, world_size)
+    global_batch = config.batch_size * (1 if parallel == "fsdp" else world_size)
+    tokens_per_step = statistics.mean(measured.lengths) * global_batch * config.grad_accumulation
     result = {
-        "trainer": trainer,
-        "steps": len(step_seconds),
+        "trainer": trainer if world_size == 1 else f"{trainer}-{parallel}",
+        "world_size": world_size,
+        "steps": len(measured.step_seconds),
         "step_s_mean": step_s,
         "step_s_p50": statistics.median(timed),
         "step_s": timed,
         "tokens_per_s": tokens_per_step / step_s,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "final_loss": final_loss,
+        "parameter_mib": max(parameter_mib),
+        "parameter_mib_per_rank": parameter_mib,
+        "peak_rss_mib": max(peak_rss_mib),
+        "peak_rss_mib_per_rank": peak_rss_mib,
+        "final_loss": measured.final_loss,
         "precision": "bf16 autocast" if uses_bf16(config, torch.device("cpu")) else "fp32",
     }
     out.write_text(json.dumps(result, indent=2))

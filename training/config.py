@@ -21,9 +21,9 @@ class LoraSettings(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """Everything that determines a run. All fields except `output_dir`, `checkpoint_every` and
-    `max_pass_tokens` (same gradient either way) enter the adapter's version hash, so the same base, data and
-    hyper-parameters give the same version id."""
+    """Everything that determines a run. All fields except `output_dir`, `checkpoint_every`, `max_pass_tokens`
+    (same gradient either way) and `parallel` (how the work is spread, not what is learnt) enter the adapter's
+    version hash, so the same base, data and hyper-parameters give the same version id."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,7 +36,12 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0)
     epochs: int = Field(1, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides `epochs` when set.")
-    batch_size: int = Field(4, gt=0, description="Per-process micro-batch size.")
+    batch_size: int = Field(
+        4,
+        gt=0,
+        description="Micro-batch size: per process in one process and under ddp; the global micro-batch "
+        "under fsdp, split evenly across the processes (so a world size must divide it).",
+    )
     grad_accumulation: int = Field(1, gt=0)
     max_pass_tokens: PositiveInt | Literal["auto"] | None = Field(
         "auto",
@@ -53,6 +58,11 @@ class TrainConfig(BaseModel):
         "auto",
         description="`auto`: bf16 autocast where the hardware has fast bf16 matmuls (CUDA, CPUs with AMX), else "
         "fp32. Measured on an AMD EPYC without AMX: bf16 autocast made LoRA steps several times slower than fp32.",
+    )
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = Field(
+        "auto",
+        description="`auto`: `none` in one process, `ddp` under torchrun. `ddp`: every process holds the whole "
+        "model; `fsdp`: the base's decoder layers and embeddings are sharded across the torchrun world (FSDP2).",
     )
     checkpoint_every: int = Field(50, gt=0, description="Optimizer steps between resumable checkpoints.")
     sample_prompts: list[str] = Field(
@@ -75,7 +85,7 @@ class TrainConfig(BaseModel):
     def identity(self) -> dict[str, Any]:
         """The fields that define what gets trained (not where it is written or how often it is saved)."""
         return self.model_dump(
-            mode="json", exclude={"output_dir", "checkpoint_every", "dataset", "max_pass_tokens"}
+            mode="json", exclude={"output_dir", "checkpoint_every", "dataset", "max_pass_tokens", "parallel"}
         )  # fmt: skip
 
 

@@ -2,8 +2,9 @@
 
 A hand-written loop rather than `transformers.Trainer`: the contract needs exact control over what a
 checkpoint holds (adapter + optimizer + scheduler + RNG + step + loss history, atomically renamed), resuming
-mid-epoch with no lost or repeated batch, gloo DDP on CPU, and only rank 0 writing. All of that is ~150 lines
-here, against a large API surface whose checkpoint layout and arguments change between transformers majors.
+mid-epoch with no lost or repeated batch, gloo DDP or FSDP on CPU, and only rank 0 writing the adapter. All of
+that is ~150 lines here, against a large API surface whose checkpoint layout and arguments change between
+transformers majors.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from training import checkpoint, loss
+from training import checkpoint, loss, sharding
 from training.config import TrainConfig
 from training.data import Example, PreparedData, collate, labelled_tokens, split_for_passes
-from training.distributed import Dist, mean_across
+from training.distributed import Dist, ParallelError, mean_across, sum_across
 
 CHECKPOINTS = "checkpoints"
 
@@ -45,17 +47,23 @@ class TrainResult:
     """Wall time of each optimizer step run here (forward, backward, update; not checkpointing)."""
     loss_positions: str
     """`labelled` (the LM head only where a label is, `training.loss`) or `all` (the model's own loss)."""
+    sharded_root: torch.nn.Module | None = None
+    """Under fsdp, the FSDP root holding `model`: code that calls `model` directly gathers through it."""
 
 
 def load_base(base_path: Path, ctx: Dist) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """fp32 master weights: LoRA parameters and AdamW state stay exact while bf16 autocast does the
-    matmuls (fast on AMX CPUs and on GPUs)."""
+    matmuls (fast on AMX CPUs and on GPUs). Under fsdp the base stays in host memory: `fully_shard` moves only
+    this process's slice of it onto the device."""
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).to(ctx.device)
-    return model, tokenizer
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    return (model if ctx.sharded else model.to(ctx.device)), tokenizer
 
 
 def attach_lora(model: torch.nn.Module, config: TrainConfig) -> PeftModel:
+    """Seeded, so a recipe starts from the same adapter in every run and on every rank (FSDP keeps each rank's
+    own slice of its own copy, so the copies must agree)."""
+    torch.manual_seed(config.seed)
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
@@ -93,13 +101,28 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
     return contextlib.nullcontext()
 
 
+def process_batch(config: TrainConfig, ctx: Dist) -> int:
+    """Rows of a micro-batch in this process: `batch_size`, or under fsdp this rank's even share of it, so that
+    N ranks together take exactly the batches one process would (same recipe, same version id)."""
+    if not ctx.sharded:
+        return config.batch_size
+    if config.batch_size % ctx.world_size:
+        raise ParallelError(
+            f"parallel: fsdp splits batch_size (the global micro-batch) evenly across the {ctx.world_size} "
+            f"processes, and {ctx.world_size} does not divide {config.batch_size}: make batch_size a multiple of "
+            "the world size"
+        )
+    return config.batch_size // ctx.world_size
+
+
 def _batches(
     data: list[Example], config: TrainConfig, ctx: Dist, pad_id: int, start_micro: int
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless micro-batches in a seed-determined order per epoch, starting at micro-batch `start_micro`:
     the same sequence as an uninterrupted run, which is what makes resume lose and repeat nothing."""
     sampler = DistributedSampler(data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
-    loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, collate_fn=lambda b: collate(b, pad_id))
+    rows = process_batch(config, ctx)
+    loader = DataLoader(data, batch_size=rows, sampler=sampler, collate_fn=lambda b: collate(b, pad_id))
     per_epoch = len(loader)
     epoch, skip = divmod(start_micro, per_epoch)
     for current in itertools.count(epoch):
@@ -107,20 +130,42 @@ def _batches(
         yield from itertools.islice(loader, skip if current == epoch else 0, None)
 
 
-def total_steps(config: TrainConfig, n_train: int, world_size: int) -> int:
+def total_steps(config: TrainConfig, n_train: int, ctx: Dist) -> int:
     if config.max_steps is not None:
         return config.max_steps
-    micro_per_epoch = math.ceil(math.ceil(n_train / world_size) / config.batch_size)
+    micro_per_epoch = math.ceil(math.ceil(n_train / ctx.world_size) / process_batch(config, ctx))
     return max(1, config.epochs * micro_per_epoch // config.grad_accumulation)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> LambdaLR:
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
         return max(0.0, (total - step) / max(1, total - warmup))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, factor)
+
+
+def _parallelize(objective: torch.nn.Module, model: PeftModel, ctx: Dist) -> torch.nn.Module:
+    if ctx.sharded:
+        return sharding.shard(objective, model, ctx)
+    return DistributedDataParallel(objective) if ctx.world_size > 1 else objective
+
+
+def _restore(found: Path, model: PeftModel, optimizer: torch.optim.Optimizer, scheduler: LambdaLR,
+             ctx: Dist) -> checkpoint.TrainState:  # fmt: skip
+    if ctx.sharded:
+        return checkpoint.load_sharded(found, model, optimizer, scheduler, ctx)
+    return checkpoint.load(found, model, optimizer, scheduler)
+
+
+def _save(root: Path, model: PeftModel, optimizer: torch.optim.Optimizer, scheduler: LambdaLR,
+          state: checkpoint.TrainState, ctx: Dist) -> None:  # fmt: skip
+    """Every rank writes its shards under fsdp; otherwise rank 0 writes the whole (replicated) adapter."""
+    if ctx.sharded:
+        checkpoint.save_sharded(root, model, optimizer, scheduler, state, ctx)
+    elif ctx.is_main:
+        checkpoint.save(root, model, optimizer, scheduler, state)
 
 
 def train(
@@ -134,24 +179,24 @@ def train(
     """Runs optimizer steps up to the total, checkpointing every `checkpoint_every` steps and at the end."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    steps = total_steps(config, len(data.train), ctx.world_size)
-    params = [p for p in model.parameters() if p.requires_grad]
+    steps = total_steps(config, len(data.train), ctx)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    budget = pass_tokens(config, ctx.device)
+    first_pass = split_for_passes(collate(data.train[: process_batch(config, ctx)], pad_id), budget)[0]
+    on_model = next(model.parameters()).device  # the host under fsdp, until sharding moves the slices
+    sample = {k: v.to(on_model) for k, v in first_pass.items()}  # checked within the same memory bound
+    objective = loss.choose(model, sample)
+    wrapped = _parallelize(objective, model, ctx)
+    params = [p for p in model.parameters() if p.requires_grad]  # after sharding: FSDP replaces the parameters
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     scheduler = _scheduler(optimizer, config.warmup_steps, steps)
     state = checkpoint.TrainState(step=0, history=[])
     ckpt_root = config.out / CHECKPOINTS
     found = checkpoint.latest(ckpt_root) if resume else None
     if found is not None:
-        state = checkpoint.load(found, model, optimizer, scheduler)
+        state = _restore(found, model, optimizer, scheduler, ctx)
     resumed_from = state.step if found is not None else None
-
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batches = _batches(data.train, config, ctx, pad_id, state.step * config.grad_accumulation)
-    budget = pass_tokens(config, ctx.device)
-    first_pass = split_for_passes(collate(data.train[: config.batch_size], pad_id), budget)[0]
-    sample = {k: v.to(ctx.device) for k, v in first_pass.items()}  # checked within the same memory bound
-    objective = loss.choose(model, sample)
-    wrapped = DistributedDataParallel(objective) if ctx.world_size > 1 else objective
     model.train()
     progress = Progress(
         TextColumn("[bold]train"),
@@ -171,15 +216,19 @@ def train(
             step_loss = 0.0
             for micro in range(config.grad_accumulation):
                 batch = next(batches)
-                labelled = labelled_tokens(batch)
+                # Every rank's loss is its share of the global micro-batch's labelled tokens, times the world
+                # size that DDP and FSDP divide the summed gradients by: N ranks learn what one process learns.
+                labelled = int(sum_across(labelled_tokens(batch), ctx))
+                weight = ctx.world_size / config.grad_accumulation
                 passes = split_for_passes(batch, budget)
                 for index, part in enumerate(passes):
                     last = micro == config.grad_accumulation - 1 and index == len(passes) - 1
-                    sync = contextlib.nullcontext() if last or ctx.world_size == 1 else wrapped.no_sync()
+                    replicated = isinstance(wrapped, DistributedDataParallel)
+                    sync = wrapped.no_sync() if replicated and not last else contextlib.nullcontext()
                     inputs = {k: v.to(ctx.device) for k, v in part.items()}
                     with sync:
                         with autocast(config, ctx.device):
-                            part_loss = wrapped(**inputs, num_items_in_batch=labelled) / config.grad_accumulation
+                            part_loss = wrapped(**inputs, num_items_in_batch=labelled) * weight
                         part_loss.backward()
                     step_loss += part_loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -190,8 +239,8 @@ def train(
             state.history.append((state.step, mean_across(step_loss, ctx)))
             step_seconds.append(time.perf_counter() - step_started)
             progress.update(task, completed=state.step, loss=f"{state.history[-1][1]:.4f}", refresh=True)
-            if ctx.is_main and (state.step % config.checkpoint_every == 0 or state.step == steps):
-                checkpoint.save(ckpt_root, model, optimizer, scheduler, state)
+            if state.step % config.checkpoint_every == 0 or state.step == steps:
+                _save(ckpt_root, model, optimizer, scheduler, state, ctx)
             ctx.barrier()
     model.eval()
     return TrainResult(
@@ -200,8 +249,9 @@ def train(
         history=state.history,
         resumed_from=resumed_from,
         total_steps=steps,
-        trainable_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params),  # a DTensor's numel is the whole tensor's
         seconds=time.perf_counter() - clock,
         step_seconds=step_seconds,
         loss_positions="labelled" if isinstance(objective, loss.AssistantTokenLoss) else "all",
+        sharded_root=wrapped if ctx.sharded else None,
     )

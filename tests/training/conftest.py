@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from serving.registry.store import get_model
+from training.checkpoint import latest
 from training.config import TrainConfig
 from training.pipeline import run
 
@@ -18,6 +24,7 @@ from training.pipeline import run
 # times slower than one (the torchrun test's processes get OMP_NUM_THREADS=1 from torchrun itself).
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
 PIRATE = ROOT / "training" / "examples" / "pirate.jsonl"
 TINY: dict[str, Any] = {
     "dataset": str(PIRATE),
@@ -34,6 +41,32 @@ TINY: dict[str, Any] = {
     "sample_prompts": ["What is the capital of France?"],
     "sample_max_new_tokens": 6,
 }
+
+
+def subprocess_env() -> dict[str, str]:
+    """For a training run in its own process(es): this checkout's code, one OpenMP thread per process."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def killed_after_first_checkpoint(command: list[str], checkpoints: Path) -> int:
+    """Starts a training run, SIGKILLs it and every process under it (torchrun starts each rank in its own
+    session, so a process group would miss them) once a checkpoint is complete: a hard stop with no chance to
+    clean up, as a machine failure leaves a run. Returns the newest checkpoint's step."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while latest(checkpoints) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    for child in children:
+        child.kill()
+    process.wait()
+    psutil.wait_procs(children)
+    killed_at = latest(checkpoints)
+    assert killed_at is not None, "no checkpoint before the run ended"
+    return int(killed_at.name.removeprefix("step-"))
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from peft import PeftModel
 from torch.optim.lr_scheduler import LambdaLR
 
 from training import checkpoint
 from training.checkpoint import TrainState
+from training.distributed import Dist
 
 
 def _optimizer_and_scheduler(model: PeftModel) -> tuple[torch.optim.Optimizer, LambdaLR]:
@@ -57,3 +59,14 @@ def test_only_the_newest_checkpoints_are_kept_and_latest_skips_incomplete_ones(t
     (tmp_path / ".partial-000005").mkdir()
     assert checkpoint.latest(tmp_path).name == "step-000003"
     assert checkpoint.latest(tmp_path / "nothing-here") is None
+
+
+def test_a_whole_adapter_checkpoint_is_not_resumed_as_shards_nor_the_reverse(tmp_path, peft_model):
+    optimizer, scheduler = _optimizer_and_scheduler(peft_model)
+    path = checkpoint.save(tmp_path, peft_model, optimizer, scheduler, TrainState(step=1, history=[]))
+    two_ranks = Dist(0, 2, torch.device("cpu"), "fsdp")
+    with pytest.raises(ValueError, match="whole-adapter checkpoint"):  # before any collective call
+        checkpoint.load_sharded(path, peft_model, optimizer, scheduler, two_ranks)
+    (path / checkpoint.ADAPTER_FILE).unlink()  # what a sharded checkpoint looks like to a one-process resume
+    with pytest.raises(ValueError, match="holds FSDP shards; resume it with parallel: fsdp"):
+        checkpoint.load(path, peft_model, optimizer, scheduler)

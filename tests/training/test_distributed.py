@@ -37,3 +37,22 @@ def test_two_ranks_over_gloo_average_the_loss_and_only_rank_0_is_main():
         results = manager.dict()
         mp.spawn(_rank_main, args=(free_port_block(), results), nprocs=2, join=True)
         assert dict(results) == {0: (True, 1.5), 1: (False, 1.5)}
+
+
+@pytest.mark.parametrize(
+    ("requested", "world", "resolved"),
+    [("auto", 1, "none"), ("auto", 2, "ddp"), ("ddp", 1, "ddp"), ("ddp", 4, "ddp"), ("fsdp", 2, "fsdp"),
+     ("none", 1, "none")],
+)  # fmt: skip
+def test_parallel_auto_is_ddp_under_torchrun_and_none_alone(requested, world, resolved):
+    assert distributed.resolve(requested, world) == resolved
+
+
+def test_fsdp_without_a_distributed_world_names_torchrun(monkeypatch: pytest.MonkeyPatch):
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(distributed.ParallelError, match=r"parallel: fsdp .* world of 1: launch it with torchrun"):
+        distributed.setup("fsdp")
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(distributed.ParallelError, match=r"parallel: none .* torchrun started 2: use ddp or fsdp"):
+        distributed.resolve("none", 2)

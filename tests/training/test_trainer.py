@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.training.conftest import TINY
+from tests.training.conftest import ROOT, TINY, TORCHRUN, killed_after_first_checkpoint, subprocess_env
 from training.checkpoint import latest
-
-ROOT = Path(__file__).resolve().parents[2]
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
 def _write_config(tmp_path: Path, **changes: object) -> Path:
@@ -26,38 +20,25 @@ def _write_config(tmp_path: Path, **changes: object) -> Path:
     return path
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-
-
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, base_model):
     config = _write_config(tmp_path, max_steps=4, checkpoint_every=1, batch_size=1)
     command = [sys.executable, "-m", "training", str(config), "--base-path", str(base_model.path)]
-    process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "out" / "checkpoints"
-    deadline = time.monotonic() + 240
-    while latest(checkpoints) is None and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = latest(checkpoints)
-    assert killed_at is not None
-    step = int(killed_at.name.removeprefix("step-"))
+    step = killed_after_first_checkpoint(command, tmp_path / "out" / "checkpoints")
     assert step < 4, "killed too late to test resume"
 
-    subprocess.run([*command, "--resume"], cwd=ROOT, env=_env(), check=True, capture_output=True)
+    subprocess.run([*command, "--resume"], cwd=ROOT, env=subprocess_env(), check=True, capture_output=True)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["training"]["resumed_from_step"] >= step  # at least the checkpoint seen after the kill
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert [s for s, _ in report["train_loss"]] == [1, 2, 3, 4]  # every step exactly once, none lost
-    assert latest(checkpoints).name == "step-000004"
+    assert latest(tmp_path / "out" / "checkpoints").name == "step-000004"
 
 
 def test_torchrun_two_processes(tmp_path, base_model):
     config = _write_config(tmp_path, max_steps=2, batch_size=1, checkpoint_every=1)
     result = subprocess.run(
         [str(TORCHRUN), "--nproc_per_node", "2", "-m", "training", str(config), "--base-path", str(base_model.path)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400,
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "out"

@@ -74,8 +74,12 @@ def test_sections_measure_what_they_name(quick_report):
     assert batched["executions"] <= batched["requests"]
     assert single["executions"] == single["requests"]  # batching off: one execution per request
     assert vllm["engine"] == "vllm" and vllm["output_tok_s"] > 0
-    assert [r["trainer"] for r in sections["training"]["rows"]] == ["servekit", "plain"]
-    assert all(r["steps"] == 3 and r["peak_rss_mib"] > 100 for r in sections["training"]["rows"])
+    training = sections["training"]["rows"]
+    assert [r["trainer"] for r in training] == ["servekit", "plain", "servekit-ddp", "servekit-fsdp"]
+    assert [r["world_size"] for r in training] == [1, 1, 2, 2]
+    assert all(r["steps"] == 3 and r["peak_rss_mib"] > 100 for r in training)
+    ddp, fsdp = training[2:]
+    assert fsdp["parameter_mib"] < 0.6 * ddp["parameter_mib"]  # the frozen base split across the two processes
     assert "step time min / median / max" in sections["training"]["notes"][-1]
     assert sections["baseline"]["targets"][0]["value"] > 0
     assert len(sections["router"]["targets"]) == 2

@@ -77,3 +77,12 @@ def test_a_trained_adapter_is_served_by_the_vllm_engine(server, tmp_path):
         assert httpx.post(f"{server.base_url}/admin/models/{tag}/unload", timeout=120).status_code == 200
     finally:
         bentoml.models.delete(tag)
+
+
+def test_fsdp_without_torchrun_fails_clearly(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "output_dir": str(tmp_path / "out")}))
+    result = runner.invoke(app, ["train", str(config), "--set", "parallel=fsdp"])
+    assert result.exit_code == 1
+    assert "parallel: fsdp" in result.output and "torchrun" in result.output
+    assert not (tmp_path / "out").exists()  # nothing loaded, nothing written

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from serving.backends.factory import create_backend, max_model_len, supervision_settings
+from serving.backends.factory import create_backend, max_model_len, ports_needed, supervision_settings
 from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineStartError, EngineSupervisor
 from serving.errors import (
@@ -74,7 +74,7 @@ EngineFactory = Callable[[str, RegisteredModel], ServedVersion]
 def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
     """An engine like the configured base's (same engine args), on free ports picked now."""
     engine = settings.on_demand.engine or settings.model.engine
-    port = free_port_block(3 if engine == "triton" else 1, settings.engine.host)
+    port = free_port_block(ports_needed(engine), settings.engine.host)
     backend = create_backend(settings, engine, model.path, name, port)
     supervisor = EngineSupervisor(backend, supervision_settings(settings, engine), settings.warmup)
     return ServedVersion(name, model, supervisor, max_model_len(settings, engine), name)

@@ -37,7 +37,7 @@ from serving.metrics.prometheus import GatewayMetrics
 from serving.metrics.stats import RequestStats
 from serving.protocol import EngineStatus, ModelCard, ModelList
 from serving.registry.adapters import adapter_rank, unserved_modules
-from serving.registry.store import ModelMissingError, RegisteredModel, get_model
+from serving.registry.store import ModelMissingError, RegisteredModel, get_model_by_tag
 from serving.router.breaker import Breakers
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
@@ -533,9 +533,8 @@ def _registered(tag: str, served: list[str]) -> RegisteredModel:
     """The registry version for `tag`; names that could never be a version (paths, `..`) are refused first."""
     if not VERSION_NAME.match(tag) or ".." in tag:
         raise InvalidRequestError(f"`{tag}` is not a valid version name (`name` or `name:tag`).", param="version")
-    name, _, version = tag.partition(":")
     try:
-        return get_model(name, version or None)
+        return get_model_by_tag(tag)
     except ModelMissingError as exc:
         raise ModelNotFoundError(tag, served) from exc
 

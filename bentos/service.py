@@ -19,7 +19,7 @@ from serving.registry.store import RegisteredModel, get_model_by_tag
 from serving.rollout.controller import RolloutController
 from serving.rollout.gateway_observer import GatewayObserver
 from serving.rollout.observation import Observer
-from serving.rollout.prometheus import PrometheusObserver
+from serving.rollout.prometheus_observer import PrometheusObserver
 from serving.rollout.store import RolloutStore
 from serving.settings import load_settings
 from serving.state import connect

@@ -15,11 +15,11 @@ from serving.api.app import create_app
 from serving.api.path_guard import PathGuardMiddleware
 from serving.gateway import Gateway
 from serving.heap import settle_heap
-from serving.registry.store import RegisteredModel, get_model
+from serving.registry.store import RegisteredModel, get_model_by_tag
 from serving.rollout.controller import RolloutController
 from serving.rollout.gateway_observer import GatewayObserver
 from serving.rollout.observation import Observer
-from serving.rollout.prometheus import PrometheusObserver
+from serving.rollout.prometheus_observer import PrometheusObserver
 from serving.rollout.store import RolloutStore
 from serving.settings import load_settings
 from serving.state import connect
@@ -43,8 +43,8 @@ class Servekit:
     base_model = bentoml.models.BentoModel(f"{settings.model.name}:{settings.model.version or 'latest'}")
 
     def __init__(self) -> None:
-        adapters = [get_model(*tag.split(":", 1)) for tag in settings.model.adapters]
-        more_bases = [(version, get_model(*version.model.split(":", 1))) for version in settings.versions]
+        adapters = [get_model_by_tag(tag) for tag in settings.model.adapters]
+        more_bases = [(version, get_model_by_tag(version.model)) for version in settings.versions]
         base = RegisteredModel.from_stored(self.base_model)
         self.gateway = Gateway.from_settings(settings, base, adapters, more_bases)
         app.state.gateway = self.gateway

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from serving.backends.factory import create_backend, max_model_len, supervision_settings
+from serving.backends.factory import create_backend, max_model_len, ports_needed, supervision_settings
 from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineStartError, EngineSupervisor
 from serving.errors import (
@@ -37,7 +37,7 @@ from serving.metrics.prometheus import GatewayMetrics
 from serving.metrics.stats import RequestStats
 from serving.protocol import EngineStatus, ModelCard, ModelList
 from serving.registry.adapters import adapter_rank, unserved_modules
-from serving.registry.store import ModelMissingError, RegisteredModel, get_model
+from serving.registry.store import ModelMissingError, RegisteredModel, get_model_by_tag
 from serving.router.breaker import Breakers
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
@@ -74,7 +74,7 @@ EngineFactory = Callable[[str, RegisteredModel], ServedVersion]
 def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
     """An engine like the configured base's (same engine args), on free ports picked now."""
     engine = settings.on_demand.engine or settings.model.engine
-    port = free_port_block(3 if engine == "triton" else 1, settings.engine.host)
+    port = free_port_block(ports_needed(engine), settings.engine.host)
     backend = create_backend(settings, engine, model.path, name, port)
     supervisor = EngineSupervisor(backend, supervision_settings(settings, engine), settings.warmup)
     return ServedVersion(name, model, supervisor, max_model_len(settings, engine), name)
@@ -542,9 +542,8 @@ def _registered(tag: str, served: list[str]) -> RegisteredModel:
     """The registry version for `tag`; names that could never be a version (paths, `..`) are refused first."""
     if not VERSION_NAME.match(tag) or ".." in tag:
         raise InvalidRequestError(f"`{tag}` is not a valid version name (`name` or `name:tag`).", param="version")
-    name, _, version = tag.partition(":")
     try:
-        return get_model(name, version or None)
+        return get_model_by_tag(tag)
     except ModelMissingError as exc:
         raise ModelNotFoundError(tag, served) from exc
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, HttpUrl, ValidationError
 
 from serving.api.auth import require_admin
-from serving.api.routes import ERROR_RESPONSES, gateway_of
+from serving.api.endpoints import ERROR_RESPONSES, gateway_of
 from serving.errors import InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
 from serving.protocol import EngineStatus, ModelCard, ModelList

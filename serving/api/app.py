@@ -7,10 +7,10 @@ from fastapi import FastAPI
 from serving import __version__
 from serving.api.admin import admin_router
 from serving.api.body_limit import BodyLimitMiddleware
+from serving.api.endpoints import completion_router, engine_router, fallback_router, openai_router, ops_router
 from serving.api.errors import install_error_handlers
 from serving.api.ratelimit import RateLimiter, rate_limits
 from serving.api.request_id import RequestIdMiddleware
-from serving.api.routes import completion_router, engine_router, fallback_router, openai_router, ops_router
 from serving.gateway import Gateway
 from serving.settings import Settings
 

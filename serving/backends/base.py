@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from serving.backends.process import ManagedProcess
+from serving.settings import EngineSettings, Settings
 
 Endpoint = Literal["chat/completions", "completions", "responses", "embeddings", "tokenize", "detokenize"]
 COMPLETION_ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions")
@@ -35,6 +37,27 @@ class Backend(ABC):
     """One engine serving one model version under `served_name`."""
 
     engine_name: str
+    ports_needed: ClassVar[int] = 1
+    """Consecutive ports a managed engine of this kind listens on (one block, picked for an on-demand engine)."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, model_path: Path, served_name: str, log_path: Path, port: int | None
+    ) -> Backend:
+        """An engine of this kind serving `model_path` as `served_name`; `port` is the first of its
+        `ports_needed` ports (None: the ports configured for this kind). Engine kinds the factory maps implement
+        it; test doubles, built directly, need not."""
+        raise NotImplementedError(f"{cls.__name__} is not built from settings")
+
+    @classmethod
+    def max_model_len(cls, settings: Settings) -> int:
+        """The context length an engine of this kind is configured for."""
+        return settings.engine.max_model_len
+
+    @classmethod
+    def supervision_settings(cls, settings: Settings) -> EngineSettings:
+        """Health/start-up timing its supervisor uses."""
+        return settings.engine
 
     def __init__(self, served_name: str) -> None:
         self.served_name = served_name

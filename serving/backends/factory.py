@@ -1,41 +1,41 @@
-"""One place that knows which class runs which engine kind."""
+"""One place that knows which class runs which engine kind; what a kind needs (ports, context length,
+supervision timing) is asked of its class."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from serving.backends.base import Backend
-from serving.backends.triton import TritonBackend
+from serving.backends.triton.backend import TritonBackend
 from serving.backends.vllm import VllmBackend
 from serving.settings import EngineSettings, Settings
+
+BACKENDS: dict[str, type[Backend]] = {backend.engine_name: backend for backend in (VllmBackend, TritonBackend)}
+
+
+def backend_class(engine: str) -> type[Backend]:
+    try:
+        return BACKENDS[engine]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine!r}") from None
 
 
 def create_backend(settings: Settings, engine: str, model_path: Path, served_name: str, port: int | None) -> Backend:
     """A backend for `engine` serving `model_path` as `served_name`; `port` is the managed engine's own port
     (None: the configured one of that engine kind)."""
     log_path = settings.logs_dir / f"engine-{served_name}.log"
-    if engine == "vllm":
-        engine_settings = (
-            settings.engine if port is None else settings.engine.model_copy(update={"port": port, "url": None})
-        )
-        return VllmBackend(engine_settings, model_path=model_path, served_name=served_name, log_path=log_path)
-    if engine == "triton":
-        triton = settings.triton
-        if port is not None:
-            triton = triton.model_copy(
-                update={"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2, "url": None}
-            )
-        repository = settings.home.resolve() / "triton-repositories" / served_name.replace(":", "_")
-        return TritonBackend(triton, model_path, served_name, log_path, repository)
-    raise ValueError(f"unknown engine {engine!r}")
+    return backend_class(engine).from_settings(settings, model_path, served_name, log_path, port)
+
+
+def ports_needed(engine: str) -> int:
+    """How many consecutive ports a managed engine of this kind takes."""
+    return backend_class(engine).ports_needed
 
 
 def supervision_settings(settings: Settings, engine: str) -> EngineSettings:
-    """Health/start-up timing for the supervisor; Triton keeps its own start-up timeout."""
-    if engine == "triton":
-        return settings.engine.model_copy(update={"startup_timeout_s": settings.triton.startup_timeout_s})
-    return settings.engine
+    """Health/start-up timing for the supervisor of an engine of this kind."""
+    return backend_class(engine).supervision_settings(settings)
 
 
 def max_model_len(settings: Settings, engine: str) -> int:
-    return settings.triton.max_model_len if engine == "triton" else settings.engine.max_model_len
+    return backend_class(engine).max_model_len(settings)

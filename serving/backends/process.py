@@ -35,6 +35,14 @@ def stop_fd_inheritance() -> None:
                 os.set_inheritable(int(name), False)
 
 
+def tail_log(log_path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a child's log file ("" when there is none yet), for error messages."""
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 class ManagedProcess:
     def __init__(self, command: list[str], env: dict[str, str], log_path: Path, terminate_group: bool = True) -> None:
         """`terminate_group=False` sends SIGTERM to the leader only: tritonserver unloads its Python-backend stubs
@@ -94,10 +102,7 @@ class ManagedProcess:
             await process.wait()
 
     def tail_log(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return tail_log(self.log_path, lines)
 
     @staticmethod
     def _signal_group(pid: int, sig: signal.Signals) -> None:

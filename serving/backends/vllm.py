@@ -30,7 +30,7 @@ from serving.errors import (
     ServekitError,
 )
 from serving.hardware import cpu_dtype
-from serving.settings import EngineSettings
+from serving.settings import EngineSettings, Settings
 
 CONTEXT_LENGTH_MARKERS = ("maximum context length", "max_model_len")
 ALREADY_LOADED = "has already been loaded"
@@ -117,6 +117,13 @@ class VllmBackend(Backend):
         self.base_url = str(settings.url).rstrip("/") if settings.url else f"http://{settings.host}:{settings.port}"
         self._process = None if settings.url else ManagedProcess(self.command(), self.environment(), log_path)
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, model_path: Path, served_name: str, log_path: Path, port: int | None
+    ) -> VllmBackend:
+        engine = settings.engine if port is None else settings.engine.model_copy(update={"port": port, "url": None})
+        return cls(engine, model_path=model_path, served_name=served_name, log_path=log_path)
 
     @property
     def session(self) -> aiohttp.ClientSession:

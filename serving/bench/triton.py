@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from loadtest.bench import TargetSummary, run_rounds, summaries
-from serving.backends.triton import TritonBackend
+from serving.backends.triton.backend import TritonBackend
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
 from serving.registry.store import get_model

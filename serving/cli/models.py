@@ -64,7 +64,7 @@ def import_(
     """Bring an existing adapter (or full model) directory into the registry."""
     from serving.registry.adapters import ADAPTER_CONFIG, import_adapter
     from serving.registry.prepare import ModelSourceError
-    from serving.registry.store import ModelMissingError, get_model
+    from serving.registry.store import ModelMissingError, get_model_by_tag
 
     settings = load_settings(config)
     if not (path / ADAPTER_CONFIG).is_file():
@@ -73,8 +73,7 @@ def import_(
         )
         return
     try:
-        base_name, _, base_version = (base or settings.model.name).partition(":")
-        registered, created = import_adapter(path.resolve(), name, get_model(base_name, base_version or None))
+        registered, created = import_adapter(path.resolve(), name, get_model_by_tag(base or settings.model.name))
     except (ModelSourceError, ModelMissingError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -97,12 +96,11 @@ def unload(version: str, url: str = UrlOption) -> None:
 
 def _registered(tag: str, config: Path | None) -> RegisteredModel:
     """`name` (newest) or `name:version` from the registry, or exit 1 saying it is not there."""
-    from serving.registry.store import ModelMissingError, get_model
+    from serving.registry.store import ModelMissingError, get_model_by_tag
 
     load_settings(config)
-    name, _, version = tag.partition(":")
     try:
-        return get_model(name, version or None)
+        return get_model_by_tag(tag)
     except ModelMissingError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from serving.cli.config import ConfigOption
 from serving.registry.adapters import merge_adapter
-from serving.registry.store import ModelMissingError, RegisteredModel, get_model, import_directory
+from serving.registry.store import ModelMissingError, RegisteredModel, get_model, get_model_by_tag, import_directory
 from serving.settings import load_settings
 
 console = Console()
@@ -64,8 +64,7 @@ def train(
     load_settings(config)
     try:
         train_config = load_config(config_file, overrides)
-        name, _, version = train_config.base_model.partition(":")
-        base = get_model(name, version or None)
+        base = get_model_by_tag(train_config.base_model)
         manifest = run(train_config, base.path, base.tag, resume=resume)
     except (ModelMissingError, DatasetError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from serving.backends import triton_install
+from serving.backends.triton import install as triton_install
 from serving.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True, help="The Triton Inference Server engine.")

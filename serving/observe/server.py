@@ -12,7 +12,7 @@ from types import TracebackType
 
 import httpx
 
-from serving.backends.process import die_with_parent
+from serving.backends.process import die_with_parent, tail_log
 from serving.observe.config import write_config
 from serving.settings import Settings
 
@@ -103,7 +103,8 @@ class PrometheusServer:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     raise PrometheusStartError(
-                        f"prometheus exited with {self._process.returncode}; log {self.log_path}:\n{self.tail_log()}"
+                        f"prometheus exited with {self._process.returncode}; "
+                        f"log {self.log_path}:\n{tail_log(self.log_path)}"
                     )
                 try:
                     if client.get(f"{self.url}/-/ready").status_code == 200:
@@ -112,7 +113,7 @@ class PrometheusServer:
                     pass
                 time.sleep(READY_POLL_S)
         raise PrometheusStartError(
-            f"prometheus at {self.url} not ready in time; log {self.log_path}:\n{self.tail_log()}"
+            f"prometheus at {self.url} not ready in time; log {self.log_path}:\n{tail_log(self.log_path)}"
         )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -125,12 +126,6 @@ class PrometheusServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    def tail_log(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     def __enter__(self) -> PrometheusServer:
         self.start()

@@ -54,6 +54,12 @@ def get_model(name: str, version: str | None = None) -> RegisteredModel:
         ) from exc
 
 
+def get_model_by_tag(ref: str) -> RegisteredModel:
+    """`name` (its newest version) or `name:version`, as users and configs write a version."""
+    name, _, version = ref.partition(":")
+    return get_model(name, version or None)
+
+
 def list_models(name: str | None = None) -> list[RegisteredModel]:
     """All versions (of `name`); none is an empty list, not an error."""
     try:

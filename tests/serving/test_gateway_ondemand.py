@@ -50,13 +50,13 @@ def registry(monkeypatch, tmp_path_factory):
     (adapter_dir / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
     monkeypatch.setitem(REGISTRY, "lora:a", RegisteredModel("lora:a", adapter_dir, REGISTRY["lora:a"].labels, {}))
 
-    def get_model(name: str, version: str | None = None) -> RegisteredModel:
-        tag = f"{name}:{version}" if version else next((t for t in REGISTRY if t.startswith(f"{name}:")), name)
+    def get_model_by_tag(ref: str) -> RegisteredModel:
+        tag = ref if ":" in ref else next((t for t in REGISTRY if t.startswith(f"{ref}:")), ref)
         if tag not in REGISTRY:
             raise ModelMissingError(tag)
         return REGISTRY[tag]
 
-    monkeypatch.setattr(gateway_module, "get_model", get_model)
+    monkeypatch.setattr(gateway_module, "get_model_by_tag", get_model_by_tag)
 
 
 async def make_gateway(tmp_path: Path, engines: Engines, ready_timeout_s: float = 5) -> Gateway:

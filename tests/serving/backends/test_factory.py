@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from serving.backends.factory import create_backend, max_model_len, supervision_settings
-from serving.backends.triton import TritonBackend
+from serving.backends.triton.backend import TritonBackend
 from serving.backends.vllm import VllmBackend
 from serving.registry.store import get_model
 

@@ -16,6 +16,7 @@ from serving.registry.store import (
     dependents,
     find_by_label,
     get_model,
+    get_model_by_tag,
     import_directory,
     list_models,
 )
@@ -46,6 +47,7 @@ def test_versions_are_found_by_tag_newest_label_and_lineage(name, tmp_path):
     import_directory(name, "v2", tmp_path, {"kind": "adapter", "base": f"{name}:v1"}, {})
     assert get_model(name).version == "v2"  # no version: the newest
     assert get_model(name, "v1").labels["source_sha256"] == "aaa"
+    assert (get_model_by_tag(name).version, get_model_by_tag(f"{name}:v1").version) == ("v2", "v1")
     assert [m.version for m in list_models(name)] == ["v1", "v2"]
     assert find_by_label(name, "source_sha256", "aaa").version == "v1"
     assert find_by_label(name, "source_sha256", "bbb") is None

@@ -7,8 +7,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from serving.backends import triton_openai
-from serving.backends.triton import translate_error
+from serving.backends.triton import openai_format
+from serving.backends.triton.backend import translate_error
 from serving.errors import ContextLengthExceededError, EngineError, EngineUnavailableError, InvalidRequestError
 from serving.registry.store import get_model
 
@@ -20,7 +20,7 @@ def tokenizer(settings):
 
 def test_chat_prompt_uses_the_models_template_and_counts_tokens(tokenizer):
     messages = [{"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}]
-    request = triton_openai.prepare(tokenizer, "chat/completions", {"model": "m", "messages": messages}, 2048)
+    request = openai_format.prepare(tokenizer, "chat/completions", {"model": "m", "messages": messages}, 2048)
     expected = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hi there"}], tokenize=False, add_generation_prompt=True
     )
@@ -29,44 +29,44 @@ def test_chat_prompt_uses_the_models_template_and_counts_tokens(tokenizer):
 
 
 def test_completion_prompt_is_sent_verbatim(tokenizer):
-    request = triton_openai.prepare(tokenizer, "completions", {"model": "m", "prompt": ["Once upon"]}, 2048)
+    request = openai_format.prepare(tokenizer, "completions", {"model": "m", "prompt": ["Once upon"]}, 2048)
     assert request.prompt == "Once upon"
     with pytest.raises(InvalidRequestError) as raised:
-        triton_openai.prepare(tokenizer, "completions", {"model": "m", "prompt": ["a", "b"]}, 2048)
+        openai_format.prepare(tokenizer, "completions", {"model": "m", "prompt": ["a", "b"]}, 2048)
     assert raised.value.param == "prompt"
 
 
 def test_sampling_parameters_map_and_refuse_what_the_model_cannot_do():
     payload = {"max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9, "seed": 3, "stop": "\n", "user": "u"}
-    assert triton_openai.sampling_parameters(payload) == {
+    assert openai_format.sampling_parameters(payload) == {
         "max_tokens": 9, "temperature": 0.5, "top_p": 0.9, "seed": 3, "stop": ["\n"],
     }  # fmt: skip
     for field, value in [("n", 2), ("logprobs", True), ("presence_penalty", 0.5)]:
         with pytest.raises(InvalidRequestError) as raised:
-            triton_openai.sampling_parameters({field: value})
+            openai_format.sampling_parameters({field: value})
         assert raised.value.param == field
 
 
 def test_context_length_is_checked_with_numbers():
-    triton_openai.check_context(100, 28, 128)
+    openai_format.check_context(100, 28, 128)
     with pytest.raises(ContextLengthExceededError, match=r"maximum context length is 128 tokens.*129 tokens"):
-        triton_openai.check_context(100, 29, 128)
+        openai_format.check_context(100, 29, 128)
     with pytest.raises(ContextLengthExceededError):
-        triton_openai.check_context(128, None, 128)
+        openai_format.check_context(128, None, 128)
 
 
 def test_chunks_are_compact_json_the_gateway_relay_recognises(tokenizer):
-    request = triton_openai.prepare(tokenizer, "chat/completions", {"model": "m", "messages": [{"role": "user"}]}, 64)
-    first = triton_openai.chunk(request, "Hel", first=True)
+    request = openai_format.prepare(tokenizer, "chat/completions", {"model": "m", "messages": [{"role": "user"}]}, 64)
+    first = openai_format.chunk(request, "Hel", first=True)
     assert b'"delta":{"role":"assistant","content":"Hel"}' in first
-    last = json.loads(triton_openai.chunk(request, "", "stop"))
+    last = json.loads(openai_format.chunk(request, "", "stop"))
     assert last["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
-    usage = triton_openai.usage_chunk(request, 5)
+    usage = openai_format.usage_chunk(request, 5)
     assert b'"choices":[]' in usage
     assert json.loads(usage)["usage"]["completion_tokens"] == 5
-    text_request = triton_openai.prepare(tokenizer, "completions", {"model": "m", "prompt": "x"}, 64)
-    assert b'"object":"text_completion"' in triton_openai.chunk(text_request, "lo")
-    assert b'"text":"lo"' in triton_openai.chunk(text_request, "lo")
+    text_request = openai_format.prepare(tokenizer, "completions", {"model": "m", "prompt": "x"}, 64)
+    assert b'"object":"text_completion"' in openai_format.chunk(text_request, "lo")
+    assert b'"text":"lo"' in openai_format.chunk(text_request, "lo")
 
 
 def test_triton_errors_are_translated():

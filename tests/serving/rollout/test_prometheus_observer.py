@@ -15,7 +15,7 @@ from serving.metrics.prometheus import LATENCY_BUCKETS
 from serving.observe.config import write_config
 from serving.observe.server import PrometheusServer
 from serving.rollout.observation import Observation
-from serving.rollout.prometheus import PrometheusObserver, promql_string, promql_window, version_queries
+from serving.rollout.prometheus_observer import PrometheusObserver, promql_string, promql_window, version_queries
 from tests.conftest import free_port
 
 ROUTE = "smollm2-135m-instruct"

@@ -1,7 +1,7 @@
 """NVIDIA Triton Inference Server as servekit's engine: a managed `tritonserver` child or a remote server.
 
-Managed: servekit writes the model repository for the version (`triton_repo`), links the Python backend out of
-the `nvidia-pytriton` wheel in the Triton venv (`triton_install`) and runs `tritonserver` as a `ManagedProcess`.
+Managed: servekit writes the model repository for the version (`repository`), links the Python backend out of
+the `nvidia-pytriton` wheel in the Triton venv (`install`) and runs `tritonserver` as a `ManagedProcess`.
 Remote (`triton.url`): the same client code against a server someone else runs (e.g. NVIDIA's container on a GPU).
 
 Every generation goes over gRPC bidirectional streaming (the model is decoupled, which Triton's HTTP infer
@@ -28,11 +28,11 @@ import tritonclient.http.aio as httpclient
 from transformers import AutoTokenizer
 from tritonclient.utils import InferenceServerException
 
-from serving.backends import triton_install, triton_openai
 from serving.backends.base import COMPLETION_ENDPOINTS, Backend, ChunkStream, Endpoint, endpoint_path
 from serving.backends.process import ManagedProcess
-from serving.backends.triton_openai import PreparedRequest
-from serving.backends.triton_repo import triton_model_name, write_repository
+from serving.backends.triton import install, openai_format
+from serving.backends.triton.openai_format import PreparedRequest
+from serving.backends.triton.repository import triton_model_name, write_repository
 from serving.errors import (
     ContextLengthExceededError,
     EndpointNotServedError,
@@ -41,7 +41,7 @@ from serving.errors import (
     InvalidRequestError,
     ServekitError,
 )
-from serving.settings import TritonSettings
+from serving.settings import EngineSettings, Settings, TritonSettings
 
 ADAPTERS_UNSUPPORTED = "adapters are served by the vLLM engine; merge the adapter to serve it on Triton"
 CONTEXT_LENGTH_MARKER = "maximum context length"
@@ -135,11 +135,11 @@ class _TritonChunkStream(ChunkStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         request = self._generation.request
         text, finish_reason, tokens = self._first
-        yield triton_openai.chunk(request, text, finish_reason, first=True)
+        yield openai_format.chunk(request, text, finish_reason, first=True)
         while finish_reason is None:
             text, finish_reason, tokens = await anext(self._responses)
-            yield triton_openai.chunk(request, text, finish_reason)
-        yield triton_openai.usage_chunk(request, tokens or 0)
+            yield openai_format.chunk(request, text, finish_reason)
+        yield openai_format.usage_chunk(request, tokens or 0)
 
     async def aclose(self) -> None:
         self._generation.close()
@@ -147,6 +147,8 @@ class _TritonChunkStream(ChunkStream):
 
 class TritonBackend(Backend):
     engine_name = "triton"
+    ports_needed = 3
+    """HTTP, gRPC and metrics, in that order."""
 
     def __init__(
         self, settings: TritonSettings, model_path: Path, served_name: str, log_path: Path, repository_dir: Path
@@ -165,6 +167,27 @@ class TritonBackend(Backend):
         self.metrics_url = f"http://{host}:{settings.metrics_port}/metrics"
         self.shm_prefix = f"servekit_{self.model_name}_{settings.grpc_port}_"
         self._clients: tuple[httpclient.InferenceServerClient, grpcclient.InferenceServerClient] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, model_path: Path, served_name: str, log_path: Path, port: int | None
+    ) -> TritonBackend:
+        triton = settings.triton
+        if port is not None:
+            triton = triton.model_copy(
+                update={"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2, "url": None}
+            )
+        repository = settings.home.resolve() / "triton-repositories" / served_name.replace(":", "_")
+        return cls(triton, model_path, served_name, log_path, repository)
+
+    @classmethod
+    def max_model_len(cls, settings: Settings) -> int:
+        return settings.triton.max_model_len
+
+    @classmethod
+    def supervision_settings(cls, settings: Settings) -> EngineSettings:
+        """Triton keeps its own start-up timeout."""
+        return settings.engine.model_copy(update={"startup_timeout_s": settings.triton.startup_timeout_s})
 
     @property
     def managed(self) -> bool:
@@ -197,7 +220,7 @@ class TritonBackend(Backend):
             )
         return self._clients
 
-    def command(self, installation: triton_install.TritonInstallation) -> list[str]:
+    def command(self, installation: install.TritonInstallation) -> list[str]:
         s = self.settings
         return [
             str(installation.server_binary),
@@ -216,7 +239,7 @@ class TritonBackend(Backend):
             f"--metrics-port={s.metrics_port}",
         ]
 
-    def environment(self, installation: triton_install.TritonInstallation) -> dict[str, str]:
+    def environment(self, installation: install.TritonInstallation) -> dict[str, str]:
         """The stub runs the first `python3` on PATH (the Triton venv's) and needs that interpreter's libpython
         plus the wheel's bundled libraries (libcudart, even on CPU)."""
         env = {key: value for key, value in os.environ.items() if key not in INHERITED_ENV_TO_DROP}
@@ -238,9 +261,9 @@ class TritonBackend(Backend):
     async def start(self) -> None:
         if not self.managed or (self._process and not self._process.exited()):
             return
-        installation = await asyncio.to_thread(triton_install.locate, self.settings.venv.resolve())
+        installation = await asyncio.to_thread(install.locate, self.settings.venv.resolve())
         write_repository(self.models_dir, self.model_name, self.settings, self.model_path)
-        triton_install.assemble_backends(installation, self.backends_dir)
+        install.assemble_backends(installation, self.backends_dir)
         self.remove_stale_shm()
         self._process = ManagedProcess(
             self.command(installation), self.environment(installation), self.log_path, terminate_group=False
@@ -267,7 +290,7 @@ class TritonBackend(Backend):
     def _prepare(self, endpoint: Endpoint, payload: dict[str, Any]) -> PreparedRequest:
         if endpoint not in COMPLETION_ENDPOINTS:  # servekit renders completions only, Triton serves no API
             raise EndpointNotServedError(self.served_name, self.engine_name, endpoint_path(endpoint))
-        return triton_openai.prepare(self.tokenizer, endpoint, payload, self.settings.max_model_len)
+        return openai_format.prepare(self.tokenizer, endpoint, payload, self.settings.max_model_len)
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
         request = self._prepare(endpoint, payload)
@@ -275,7 +298,7 @@ class TritonBackend(Backend):
         responses = [response async for response in generation.responses()]
         text = "".join(text for text, _, _ in responses)
         _, finish_reason, tokens = responses[-1]
-        return triton_openai.completion_body(request, text, finish_reason or "stop", tokens or 0)
+        return openai_format.completion_body(request, text, finish_reason or "stop", tokens or 0)
 
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
         """Waits for Triton's first response, so a request the model rejects fails here, before any byte."""

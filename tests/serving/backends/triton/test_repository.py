@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.backends.triton_repo import config_pbtxt, triton_model_name, write_repository
+from serving.backends.triton.repository import config_pbtxt, triton_model_name, write_repository
 from serving.hardware import cpu_dtype
 from serving.settings import TritonSettings
 

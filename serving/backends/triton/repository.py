@@ -1,7 +1,7 @@
 """The Triton model repository servekit generates for one registry version.
 
 Layout: `<repo>/<model_name>/config.pbtxt` and `<repo>/<model_name>/1/model.py` (the Python-backend model shipped
-in `serving/backends/triton_model/`). The tensor names follow Triton's own vLLM backend (`text_input`, `stream`,
+in `serving/backends/triton/python_model/`). The tensor names follow Triton's own vLLM backend (`text_input`, `stream`,
 `sampling_parameters`, `text_output`), so a client written for one reads naturally against the other.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from serving.hardware import cpu_dtype
 from serving.settings import TritonSettings
 
-MODEL_TEMPLATE = Path(__file__).parent / "triton_model" / "model.py"
+MODEL_TEMPLATE = Path(__file__).parent / "python_model" / "model.py"
 MODEL_VERSION = "1"
 
 

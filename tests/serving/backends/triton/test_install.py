@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.backends import triton_install
-from serving.backends.triton import TritonBackend
+from serving.backends.triton import install as triton_install
+from serving.backends.triton.backend import TritonBackend
 from serving.errors import EndpointNotServedError, InvalidRequestError
 from serving.registry.store import get_model
 from serving.settings import TritonSettings

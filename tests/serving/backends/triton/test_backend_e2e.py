@@ -18,7 +18,7 @@ import pytest_asyncio
 from transformers import AutoTokenizer
 
 from serving.backends.supervisor import EngineState, EngineSupervisor
-from serving.backends.triton import TritonBackend
+from serving.backends.triton.backend import TritonBackend
 from serving.errors import ContextLengthExceededError, InvalidRequestError
 from serving.registry.store import get_model
 from serving.settings import EngineSettings, WarmupSettings

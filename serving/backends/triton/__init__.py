@@ -1,0 +1,1 @@
+"""The Triton engine kind: the backend, its install check, the OpenAI translation and the model repository."""

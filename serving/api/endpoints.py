@@ -10,6 +10,7 @@ from starlette.routing import Match
 from serving.api.auth import authenticate
 from serving.api.completion_route import CompletionRoute
 from serving.api.completions import serve_completion
+from serving.backends.base import Endpoint
 from serving.errors import MethodNotAllowedError, NotFoundError
 from serving.gateway import Gateway
 from serving.protocol import (
@@ -19,6 +20,7 @@ from serving.protocol import (
     EmbeddingRequest,
     ErrorResponse,
     ModelList,
+    ModelRequest,
     ResponsesRequest,
     TokenizeRequest,
 )
@@ -48,6 +50,11 @@ def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+async def _serve(endpoint: Endpoint, body: ModelRequest, request: Request) -> Response:
+    """Every engine-backed route takes the one completion path (auth, limits, version, metrics, relay)."""
+    return await serve_completion(gateway_of(request), endpoint, body, request, request.state.principal)
+
+
 @openai_router.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     return gateway_of(request).model_list()
@@ -55,34 +62,34 @@ async def list_models(request: Request) -> ModelList:
 
 @completion_router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "chat/completions", body, request, request.state.principal)
+    return await _serve("chat/completions", body, request)
 
 
 @completion_router.post("/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "completions", body, request, request.state.principal)
+    return await _serve("completions", body, request)
 
 
 @completion_router.post("/responses")
 async def responses(body: ResponsesRequest, request: Request) -> Response:
     """OpenAI's Responses API, streaming (named events) and not: vLLM's implementation, servekit's duties."""
-    return await serve_completion(gateway_of(request), "responses", body, request, request.state.principal)
+    return await _serve("responses", body, request)
 
 
 @completion_router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     """Served by a version whose engine runs an embedding model; others answer 404 `endpoint_not_served`."""
-    return await serve_completion(gateway_of(request), "embeddings", body, request, request.state.principal)
+    return await _serve("embeddings", body, request)
 
 
 @engine_router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "tokenize", body, request, request.state.principal)
+    return await _serve("tokenize", body, request)
 
 
 @engine_router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
-    return await serve_completion(gateway_of(request), "detokenize", body, request, request.state.principal)
+    return await _serve("detokenize", body, request)
 
 
 @ops_router.get("/health")

@@ -141,6 +141,7 @@ def test_traffic_on_an_adapter_being_loaded_and_unloaded_only_404s_while_it_is_u
     next load returned. Each phase sees traffic before the next begins."""
     tag = random_adapters["b"].tag
     assert load(server, tag).status_code == 200
+    close_breaker(server, tag)
     unloaded: list[tuple[float, float]] = []  # (unload called, next load returned)
     traffic = AdapterTraffic(server.base_url, tag)
     for thread in traffic.threads:
@@ -168,3 +169,12 @@ def test_traffic_on_an_adapter_being_loaded_and_unloaded_only_404s_while_it_is_u
     wrong = [o for o in traffic.outcomes if o[2:] != (200, "done")
              and not (o[2:] == (404, "model_not_found") and while_unloaded(o[0], o[1]))]  # fmt: skip
     assert wrong == [], wrong
+
+
+def close_breaker(server, tag: str) -> None:
+    """Start from a closed circuit breaker: an earlier test's injected faults may have left `tag`'s open, and
+    while its half-open probe runs every other request is refused with 503. One request at a time until closed."""
+    body = {"model": tag, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    while httpx.get(f"{server.base_url}/ready", timeout=10).json()["breakers"].get(tag, "closed") != "closed":
+        httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120)
+        time.sleep(0.5)  # the breaker's open period passes by time alone: nothing else to poll

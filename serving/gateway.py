@@ -299,7 +299,7 @@ class Gateway:
             if (served := self.find(tag)) is not None:
                 return served
             if model.labels.get("kind") not in BASE_KINDS:
-                return await self.load_adapter(tag)
+                return await self._load_adapter(model)
             return await self._start_on_demand(tag, model)
 
     async def _start_on_demand(self, tag: str, model: RegisteredModel) -> ServedVersion:
@@ -391,8 +391,10 @@ class Gateway:
         if (served := self.find(tag)) is not None:
             return served
         model = _registered(tag, sorted(self.versions))
-        if (served := self.find(model.tag)) is not None:
-            return served
+        return self.find(model.tag) or await self._load_adapter(model)
+
+    async def _load_adapter(self, model: RegisteredModel) -> ServedVersion:
+        """Admit `model` (not served yet) and load it onto its base engine; nothing is left served on failure."""
         served = self._admit_adapter(model)
         if not served.supervisor.ready:
             self._unserve(served)

@@ -16,9 +16,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 MIB = 1 << 20
-ENTRY_BYTES = 400
-"""Peak bytes one entry costs in CPython 3.12 (an int key, a small-int mask, the OrderedDict's slot and link),
-measured at ~120-350 with insert/touch/evict churn; used to turn the MiB bound into an entry count."""
+ENTRY_BYTES = 256
+"""Bytes one entry costs at most in CPython (an int key, an int mask, the OrderedDict's slot and link): measured
+~155 held and ~220 at the peak of a table resize under insert/touch/evict churn with 64-bit masks. Turns the MiB
+bound into an entry count."""
+MASK_BITS = 64
+"""Replica bits in use or retired before a sweep frees the retired ones: keeps masks machine-word sized."""
 
 
 class PrefixIndex:
@@ -27,16 +30,22 @@ class PrefixIndex:
         self._entries: OrderedDict[int, int] = OrderedDict()
         self._bits: dict[str, int] = {}
         """Replica id -> its bit in the masks."""
+        self._retired = 0
+        """Bits of forgotten replicas, not handed out again until swept from the entries."""
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def mask(self, replica_ids: Iterable[str]) -> int:
-        """The bits of those replicas the index has seen (others can match nothing)."""
+    def bits(self, replica_ids: Iterable[str]) -> list[int]:
+        """Each replica's bit in the masks; 0 for one the index has not seen (it can match nothing)."""
         bits = self._bits
+        return [bits.get(replica_id, 0) for replica_id in replica_ids]
+
+    def mask(self, replica_ids: Iterable[str]) -> int:
+        """The bits of those replicas, together."""
         mask = 0
-        for replica_id in replica_ids:
-            mask |= bits.get(replica_id, 0)
+        for bit in self.bits(replica_ids):
+            mask |= bit
         return mask
 
     def holders(self, mask: int, replica_ids: Iterable[str]) -> list[str]:
@@ -59,33 +68,49 @@ class PrefixIndex:
         return low, found
 
     def record(self, blocks: Sequence[int], replica_id: str) -> None:
-        """The replica was sent a prompt with these blocks: it now holds them (most recently used)."""
+        """The replica was sent a prompt with these blocks: it now holds them (most recently used). Bits of
+        forgotten replicas are cleared from the entries it touches on the way."""
         bit = self._bits.get(replica_id) or self._new_bit(replica_id)
+        retired = self._retired
         entries = self._entries
+        touch = entries.move_to_end
         for block in reversed(blocks):
-            entries[block] = entries.pop(block, 0) | bit
+            mask = entries.get(block)
+            if mask is None:
+                entries[block] = bit
+                continue
+            touch(block)
+            if mask & bit == 0 or mask & retired:
+                entries[block] = (mask & ~retired) | bit
         while len(entries) > self.capacity:
             entries.popitem(last=False)
 
     def forget(self, replica_id: str) -> None:
-        """Drop a replica from every entry (it left, or restarted with an empty cache). Walks the whole index
-        once, which is why it is for failures and departures only."""
+        """Drop a replica (it left, or restarted with an empty cache): it stops matching at once; its bit is
+        retired, cleared lazily from the entries `record` touches, and swept from the rest only when fresh bits
+        run out (once per `MASK_BITS` - replicas departures: a walk over the whole index)."""
         bit = self._bits.pop(replica_id, 0)
-        if not bit:
-            return
-        keep = ~bit
-        entries = self._entries
-        for block, mask in list(entries.items()):
-            if mask & bit:
-                if mask & keep:
-                    entries[block] = mask & keep
-                else:
-                    del entries[block]
+        self._retired |= bit
 
     def _new_bit(self, replica_id: str) -> int:
-        taken = 0
-        for bit in self._bits.values():
-            taken |= bit
+        taken = self.mask(self._bits) | self._retired
+        if taken + 1 >= 1 << MASK_BITS:
+            self.sweep()
+            taken = self.mask(self._bits)
         bit = (taken + 1) & ~taken
         self._bits[replica_id] = bit
         return bit
+
+    def sweep(self) -> None:
+        """Clear the retired bits from every entry (entries left with no replica go), freeing them for reuse."""
+        keep = ~self._retired
+        entries = self._entries
+        empty = []
+        for block, mask in entries.items():
+            if mask & keep != mask:
+                entries[block] = mask & keep
+                if not mask & keep:
+                    empty.append(block)
+        for block in empty:
+            del entries[block]
+        self._retired = 0

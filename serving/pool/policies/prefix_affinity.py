@@ -39,14 +39,22 @@ class PrefixAffinity:
     def _decide(self, replicas: Sequence[Replica], ctx: RequestContext) -> Choice:
         if not ctx.prefix_blocks:
             return Choice(self._fallback.pick(replicas), Reason.no_match)
-        index = self.index
-        ids = [replica.id for replica in replicas]
-        matched, mask = index.longest_match(ctx.prefix_blocks, index.mask(ids))
+        bits = self.index.bits(replica.id for replica in replicas)
+        allowed = 0
+        for bit in bits:
+            allowed |= bit
+        matched, mask = self.index.longest_match(ctx.prefix_blocks, allowed)
         if not matched:
             return Choice(self._fallback.pick(replicas), Reason.no_match)
-        holders = set(index.holders(mask, ids))
-        best = min((replica for replica in replicas if replica.id in holders), key=lambda replica: replica.load)
-        if best.load > min(replica.load for replica in replicas) + self.load_bound:
+        best, best_load, least = None, 0, None
+        for replica, bit in zip(replicas, bits, strict=True):
+            load = replica.in_flight + replica.waiting
+            if least is None or load < least:
+                least = load
+            if bit & mask and (best is None or load < best_load):
+                best, best_load = replica, load
+        assert best is not None and least is not None  # matched: some allowed replica holds the prefix
+        if best_load > least + self.load_bound:
             others = [replica for replica in replicas if replica is not best]
             return Choice(self._fallback.pick(others), Reason.load_fallback)
         return Choice(best, Reason.prefix_hit)

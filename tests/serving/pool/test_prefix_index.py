@@ -1,6 +1,6 @@
 import tracemalloc
 
-from serving.pool.prefix_index import PrefixIndex
+from serving.pool.prefix_index import MASK_BITS, PrefixIndex
 
 
 def chain(prefix: str, length: int) -> list[int]:
@@ -41,17 +41,32 @@ def test_eviction_drops_the_ends_of_prefixes_first() -> None:
     assert index.longest_match(chain("a", 4), everyone)[0] == 2
 
 
-def test_forget_removes_a_replica_everywhere_and_frees_its_bit() -> None:
+def test_a_forgotten_replica_matches_nothing_and_its_prefixes_pass_to_no_newcomer() -> None:
     index = PrefixIndex(max_entries=1000, max_mib=1)
     index.record(chain("s", 3), "r0")
     index.record(chain("s", 3), "r1")
     index.record(chain("only-r1", 3), "r1")
     index.forget("r1")
-    assert len(index) == 3
     assert index.mask(["r1"]) == 0
     index.record(chain("new", 2), "r2")
-    depth, mask = index.longest_match(chain("s", 3), index.mask(["r0", "r2"]))
-    assert (depth, index.holders(mask, ["r0", "r2"])) == (3, ["r0"])
+    everyone = index.mask(["r0", "r1", "r2"])
+    assert index.longest_match(chain("only-r1", 3), everyone) == (0, 0)
+    depth, mask = index.longest_match(chain("s", 3), everyone)
+    assert (depth, index.holders(mask, ["r0", "r1", "r2"])) == (3, ["r0"])
+
+
+def test_when_fresh_bits_run_out_the_departed_are_swept_out_and_their_bits_reused() -> None:
+    index = PrefixIndex(max_entries=10_000, max_mib=1)
+    index.record(chain("kept", 2), "stays")
+    for departed in range(MASK_BITS - 1):
+        index.record(chain(f"d{departed}", 2), f"d{departed}")
+        index.forget(f"d{departed}")
+    assert len(index) == 2 * MASK_BITS
+    index.record(chain("late", 2), "late")
+    assert len(index) == 4
+    assert index.mask(["late"]) < 1 << 2
+    assert index.longest_match(chain("d1", 2), index.mask(["late", "stays"])) == (0, 0)
+    assert index.longest_match(chain("kept", 2), index.mask(["late", "stays"]))[0] == 2
 
 
 def test_memory_stays_within_the_configured_bound() -> None:
@@ -62,8 +77,8 @@ def test_memory_stays_within_the_configured_bound() -> None:
         for conversation in range(3000):
             for turn in range(1, 6):
                 index.record(chain(f"c{conversation}", 8 * turn), f"r{conversation % 8}")
-        used = tracemalloc.get_traced_memory()[0]
+        peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert len(index) == index.capacity
-    assert used <= budget_mib * (1 << 20)
+    assert peak <= budget_mib * (1 << 20)

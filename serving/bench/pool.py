@@ -7,29 +7,24 @@ from __future__ import annotations
 import random
 import time
 import tracemalloc
-from collections.abc import Callable
 
 from loadtest.bench import percentile
 from serving.bench import plots
 from serving.bench.section import BenchContext, SectionResult, Target
-from serving.pool.policies.least_loaded import LeastLoaded
-from serving.pool.policies.prefix_affinity import PrefixAffinity
-from serving.pool.policies.round_robin import RoundRobin
-from serving.pool.policies.session import Session
+from serving.pool.factory import make_policy
 from serving.pool.policy import ReplicaPolicy, RequestContext
 from serving.pool.pool import EnginePool
 from serving.pool.prefix_blocks import messages_text, prefix_blocks
 from serving.pool.prefix_index import MIB, PrefixIndex
 from serving.pool.replica import Replica
+from serving.settings import PoolSettings
 
 DECISION_GOAL_US = 50.0
 REPLICAS = 8
 PREFIXES = 10_000
 SYSTEM_PROMPTS = 100
-BLOCK_CHARS = 256
-MAX_BLOCKS = 256
-INDEX_MIB = 64.0
-LOAD_BOUND = 8
+POLICIES = ("round_robin", "least_loaded", "session", "prefix_affinity")
+DEFAULTS = PoolSettings()
 
 
 def words(rng: random.Random, count: int) -> str:
@@ -48,20 +43,12 @@ def conversations(rng: random.Random, count: int) -> list[list[dict[str, str]]]:
     return chats
 
 
+def blocks(text: str) -> list[int]:
+    return prefix_blocks(text, DEFAULTS.block_chars, DEFAULTS.max_prefix_blocks, "m")
+
+
 def contexts(chats: list[list[dict[str, str]]]) -> list[RequestContext]:
-    return [
-        RequestContext(f"user-{i}", None, prefix_blocks(messages_text(chat), BLOCK_CHARS, MAX_BLOCKS, "m"))
-        for i, chat in enumerate(chats)
-    ]
-
-
-def make_policies() -> dict[str, Callable[[], ReplicaPolicy]]:
-    return {
-        "round_robin": RoundRobin,
-        "least_loaded": LeastLoaded,
-        "session": Session,
-        "prefix_affinity": lambda: PrefixAffinity(PrefixIndex(10**9, INDEX_MIB), LOAD_BOUND),
-    }
+    return [RequestContext(f"user-{i}", None, blocks(messages_text(chat))) for i, chat in enumerate(chats)]
 
 
 def decision_timings(
@@ -88,7 +75,7 @@ def index_mib(indexed: list[RequestContext]) -> tuple[float, int]:
     """Memory (MiB) and entries of a prefix index holding these prompts, as tracemalloc counts it."""
     tracemalloc.start()
     try:
-        index = PrefixIndex(10**9, INDEX_MIB)
+        index = PrefixIndex(DEFAULTS.index_max_entries, DEFAULTS.index_max_mib)
         for i, ctx in enumerate(indexed):
             index.record(ctx.prefix_blocks, f"r{i % REPLICAS}")
         return tracemalloc.get_traced_memory()[0] / MIB, len(index)
@@ -101,7 +88,7 @@ def full_index_mib(rng: random.Random) -> tuple[float, int, float]:
     replicas, which `forget` defers until fresh bits run out)."""
     tracemalloc.start()
     try:
-        index = PrefixIndex(10**9, INDEX_MIB)
+        index = PrefixIndex(DEFAULTS.index_max_entries, DEFAULTS.index_max_mib)
         for conversation in range(index.capacity // 8):
             blocks = [rng.getrandbits(63) for _ in range(16)]
             index.record(blocks, f"r{conversation % REPLICAS}")
@@ -126,9 +113,9 @@ def run(ctx: BenchContext) -> SectionResult:
     mix = contexts(follow_ups[:2000]) + contexts(conversations(rng, 1000))
     queries = [rng.choice(mix) for _ in range(queries_n)]
     rows, targets = [], []
-    task = ctx.progress.add_task("pool decision", total=len(make_policies()))
-    for name, make in make_policies().items():
-        timings = decision_timings(make(), indexed, queries)
+    task = ctx.progress.add_task("pool decision", total=len(POLICIES))
+    for name in POLICIES:
+        timings = decision_timings(make_policy(PoolSettings(policy=name)), indexed, queries)
         p50, p99 = percentile(timings, 50), percentile(timings, 99)
         rows.append({"measure": f"choose() {name} (us)", "p50": p50, "p99": p99, "n": len(timings)})
         targets.append(Target(f"choose() p99 us, {name}", p99, f"<= {DECISION_GOAL_US:g} us", p99 <= DECISION_GOAL_US))
@@ -136,7 +123,7 @@ def run(ctx: BenchContext) -> SectionResult:
     block_timings = []
     for chat in follow_ups[:5000]:
         started = time.perf_counter_ns()
-        prefix_blocks(messages_text(chat), BLOCK_CHARS, MAX_BLOCKS, "m")
+        blocks(messages_text(chat))
         block_timings.append((time.perf_counter_ns() - started) / 1000)
     mean_chars = sum(len(messages_text(chat)) for chat in follow_ups[:5000]) / 5000
     rows.append({
@@ -148,20 +135,19 @@ def run(ctx: BenchContext) -> SectionResult:
     rows.append({"measure": f"index MiB, {PREFIXES} prompts ({entries} blocks)", "p50": used, "p99": used, "n": 1})
     rows.append({"measure": f"index MiB at peak, full ({capacity} blocks)", "p50": full, "p99": full, "n": 1})
     rows.append({"measure": "sweep departed replicas, full index (ms)", "p50": forget_ms, "p99": forget_ms, "n": 1})
-    targets.append(Target("full index MiB", full, f"<= {INDEX_MIB:g} MiB", full <= INDEX_MIB))
-    names = list(make_policies())
+    targets.append(Target("full index MiB", full, f"<= {DEFAULTS.index_max_mib:g} MiB", full <= DEFAULTS.index_max_mib))
     plot = plots.bars(
         ctx.out / "pool.png",
         f"Replica choice: EnginePool.choose with {REPLICAS} replicas, {PREFIXES} indexed prompts; prefix index memory",
         [
-            ("choose() us", {"p50": [r["p50"] for r in rows[:4]], "p99": [r["p99"] for r in rows[:4]]}, names),
-            ("index MiB", {"measured": [used, full], "bound": [INDEX_MIB, INDEX_MIB]},
+            ("choose() us", {"p50": [r["p50"] for r in rows[:4]], "p99": [r["p99"] for r in rows[:4]]}, list(POLICIES)),
+            ("index MiB", {"measured": [used, full], "bound": [DEFAULTS.index_max_mib, DEFAULTS.index_max_mib]},
              [f"{PREFIXES} prompts", "full"]),
         ],
     )  # fmt: skip
     notes = [
         f"queries: follow-up turns of indexed chats and new chats on the same {SYSTEM_PROMPTS} system prompts, "
-        f"replica loads random in 0-11, load bound {LOAD_BOUND}, blocks of {BLOCK_CHARS} characters",
+        f"replica loads random in 0-11, load bound {DEFAULTS.load_bound}, blocks of {DEFAULTS.block_chars} characters",
         "the prefix-blocks row is paid once per request before choose(), by the caller",
     ]
     return SectionResult("pool", rows, targets, [plot], notes)

@@ -52,6 +52,20 @@ class EnginePool:
     def routable(self) -> list[Replica]:
         return [replica for replica in self.replicas.values() if replica.routable]
 
+    def snapshot(self) -> list[dict[str, object]]:
+        """Each replica's state for an admin view (and `/v1/models`: which replicas carry which adapters)."""
+        return [
+            {
+                "id": replica.id,
+                "url": replica.url,
+                "routable": replica.routable,
+                "in_flight": replica.in_flight,
+                "waiting": replica.waiting,
+                "adapters": sorted(replica.adapters),
+            }
+            for replica in self.replicas.values()
+        ]
+
     @property
     def ready(self) -> bool:
         """At least one replica may take traffic (what `/ready` asks of every routed version)."""

@@ -126,3 +126,12 @@ async def test_a_supervised_replica_is_routable_only_while_its_supervisor_is_rea
         assert [r.id for r in await pool.probe_failed()] == ["a"]
     finally:
         await supervisor.stop()
+
+
+def test_snapshot_shows_each_replicas_state_and_adapters() -> None:
+    pool = pool_of("a", "b")
+    pool.replicas["b"].adapters.update({"pirate": 1, "chef": 2})
+    pool.mark_failed(pool.replicas["a"])
+    a, b = pool.snapshot()
+    assert (a["id"], a["routable"], a["adapters"]) == ("a", False, [])
+    assert (b["url"], b["routable"], b["adapters"]) == ("http://b:8000", True, ["chef", "pirate"])

@@ -4,7 +4,8 @@ import hashlib
 
 import pytest
 
-from serving.api.auth import Principal, key_digest
+from serving.api.auth import key_digest
+from serving.pipeline.principal import Principal
 from serving.errors import PermissionDeniedError
 
 

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.backends.vllm import SERVER_MODULE, server_args, server_env
-from serving.deploy.objects import ENGINE_PORT, ENGINE_PREFIX, MODELS_CLAIM, MODELS_DIR, dns_label, metadata, selector
+from serving.deploy.objects import (
+    ENGINE_PORT,
+    ENGINE_PREFIX,
+    MODELS_CLAIM,
+    MODELS_DIR,
+    deployment,
+    dns_label,
+    metadata,
+    selector,
+    service,
+)
 from serving.settings import EngineSettings, Settings
 
 ENGINE = "engine"
@@ -140,33 +150,18 @@ def engine_deployment(
     }
     if gpu:
         pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-    labels = selector(ENGINE, engine.workload)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(engine.workload, namespace, ENGINE, engine.workload),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            # A new engine must be ready before an old one leaves: capacity never dips during a rollout.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    # A new engine must be ready before an old one leaves: capacity never dips during a rollout.
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return deployment(
+        engine.workload, namespace, ENGINE, pod, replicas=replicas, strategy=strategy, version=engine.workload
+    )
 
 
 def headless_service(engine: EngineVersion, namespace: str) -> dict[str, Any]:
     """No cluster IP: DNS answers with every ready engine pod, and the gateway balances over them itself."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(engine.workload, namespace, ENGINE, engine.workload),
-        "spec": {
-            "clusterIP": "None",
-            "selector": selector(ENGINE, engine.workload),
-            "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    headless = service(engine.workload, namespace, ENGINE, "http", ENGINE_PORT, engine.workload)
+    headless["spec"]["clusterIP"] = "None"
+    return headless
 
 
 def engine_disruption_budget(engine: EngineVersion, namespace: str) -> dict[str, Any]:

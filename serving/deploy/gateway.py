@@ -18,8 +18,10 @@ from serving.deploy.objects import (
     KEYS,
     MODELS_CLAIM,
     MODELS_DIR,
+    deployment,
     metadata,
     selector,
+    service,
 )
 from serving.settings import Settings
 
@@ -120,31 +122,26 @@ def gateway_deployment(
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
         ],
     }
-    labels = selector(COMPONENT)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(GATEWAY, namespace, COMPONENT),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                # A changed servekit.yaml or key set rolls the gateways (a ConfigMap change alone would not).
-                "metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash}},
-                "spec": {
-                    # The preStop pause, then the longest request the gateway lets run, then a margin.
-                    "terminationGracePeriodSeconds": PRESTOP_S + settings.server.request_timeout_s + 5,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": CONFIG}},
-                        {"name": "home", "emptyDir": {}},
-                        {"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True}},
-                    ],
-                },
-            },
-        },
+    pod = {
+        # The preStop pause, then the longest request the gateway lets run, then a margin.
+        "terminationGracePeriodSeconds": PRESTOP_S + settings.server.request_timeout_s + 5,
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": CONFIG}},
+            {"name": "home", "emptyDir": {}},
+            {"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True}},
+        ],
     }
+    return deployment(
+        GATEWAY,
+        namespace,
+        COMPONENT,
+        pod,
+        replicas=replicas,
+        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        # A changed servekit.yaml or key set rolls the gateways (a ConfigMap change alone would not).
+        annotations={CONFIG_HASH: config_hash},
+    )
 
 
 def config_hash(*objects: dict[str, Any]) -> str:
@@ -152,15 +149,7 @@ def config_hash(*objects: dict[str, Any]) -> str:
 
 
 def gateway_service(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(GATEWAY, namespace, COMPONENT),
-        "spec": {
-            "selector": selector(COMPONENT),
-            "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    return service(GATEWAY, namespace, COMPONENT, "http", GATEWAY_PORT)
 
 
 def gateway_disruption_budget(namespace: str) -> dict[str, Any]:

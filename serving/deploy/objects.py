@@ -51,3 +51,42 @@ def selector(component: str, version: str | None = None) -> dict[str, str]:
 def metadata(name: str, namespace: str, component: str, version: str | None = None) -> dict[str, Any]:
     labels = {**selector(component, version), "app.kubernetes.io/part-of": APP, "app.kubernetes.io/managed-by": APP}
     return {"name": name, "namespace": namespace, "labels": labels}
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    component: str,
+    pod: dict[str, Any],
+    *,
+    replicas: int,
+    strategy: dict[str, Any],
+    version: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An apps/v1 Deployment whose pods carry (and are selected by) the component's labels."""
+    labels = selector(component, version)
+    template: dict[str, Any] = {"metadata": {"labels": labels}, "spec": pod}
+    if annotations:
+        template["metadata"]["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(name, namespace, component, version),
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "strategy": strategy, "template": template},
+    }
+
+
+def service(
+    name: str, namespace: str, component: str, port_name: str, port: int, version: str | None = None
+) -> dict[str, Any]:
+    """A Service in front of the component's pods, on their named port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(name, namespace, component, version),
+        "spec": {
+            "selector": selector(component, version),
+            "ports": [{"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}],
+        },
+    }

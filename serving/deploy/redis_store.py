@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.deploy.objects import REDIS, REDIS_PORT, metadata, selector
+from serving.deploy.objects import REDIS, REDIS_PORT, deployment, metadata, service
 
 COMPONENT = "redis"
 DATA_DIR = "/data"
@@ -27,37 +27,13 @@ def redis_deployment(namespace: str, image: str) -> dict[str, Any]:
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
     }
-    labels = selector(COMPONENT)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(REDIS, namespace, COMPONENT),
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            # One writer on a ReadWriteOnce volume: the old pod must be gone before the new one mounts it.
-            "strategy": {"type": "Recreate"},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [container],
-                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": REDIS}}],
-                },
-            },
-        },
-    }
+    pod = {"containers": [container], "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": REDIS}}]}
+    # One writer on a ReadWriteOnce volume: the old pod must be gone before the new one mounts it.
+    return deployment(REDIS, namespace, COMPONENT, pod, replicas=1, strategy={"type": "Recreate"})
 
 
 def redis_service(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(REDIS, namespace, COMPONENT),
-        "spec": {
-            "selector": selector(COMPONENT),
-            "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis", "protocol": "TCP"}],
-        },
-    }
+    return service(REDIS, namespace, COMPONENT, "redis", REDIS_PORT)
 
 
 def redis_claim(namespace: str, size: str) -> dict[str, Any]:

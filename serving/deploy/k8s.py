@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,7 +78,6 @@ class K8sOptions:
     prometheus_url: str | None = None
     models_size: str = "50Gi"
     redis_size: str = "1Gi"
-    target_per_replica: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if dns_label(self.namespace) != self.namespace:
@@ -93,8 +92,6 @@ class K8sOptions:
             raise ValueError(f"--state-url must be redis://host:port/db or rediss://..., not {self.state_url!r}")
         if not self.image.strip():
             raise ValueError("--image must name a container image")
-        if any(target < 1 for target in self.target_per_replica.values()):
-            raise ValueError("a per-replica target must be at least 1 waiting request")
 
 
 def registry_tag(ref: str) -> str:
@@ -129,16 +126,20 @@ def configured_state_url(settings: Settings) -> str | None:
 def render(
     settings: Settings,
     options: K8sOptions,
+    target_per_replica: dict[str, int] | None = None,
     resolve_tag: Callable[[str], str] = registry_tag,
 ) -> list[dict[str, Any]]:
-    """Every object servekit needs in a cluster, in apply order. `options.target_per_replica` maps a served version
-    name to the waiting requests per engine replica its autoscaler aims at (a capacity profile's knee); versions
+    """Every object servekit needs in a cluster, in apply order. `target_per_replica` maps a served version name to
+    the waiting requests per engine replica its autoscaler aims at (e.g. from a capacity profile's knee); versions
     without one get DEFAULT_WAITING_PER_REPLICA."""
     ns = options.namespace
     engines = engine_versions(settings, resolve_tag)
-    unknown = set(options.target_per_replica) - {engine.served_name for engine in engines}
+    targets = target_per_replica or {}
+    unknown = set(targets) - {engine.served_name for engine in engines}
     if unknown:
         raise DeployError(f"per-replica targets for versions that are not served: {sorted(unknown)}")
+    if any(target < 1 for target in targets.values()):
+        raise DeployError(f"a per-replica target must be at least 1 waiting request: {targets}")
     external_state = options.state_url or external_url(configured_state_url(settings))
     observe_url = str(settings.observe.url) if settings.observe.url else None
     prometheus_url = options.prometheus_url or external_url(observe_url) or DEFAULT_PROMETHEUS_URL
@@ -169,7 +170,7 @@ def render(
         gateway_disruption_budget(ns),
     ]
     for engine in engines:
-        target = options.target_per_replica.get(engine.served_name, DEFAULT_WAITING_PER_REPLICA)
+        target = targets.get(engine.served_name, DEFAULT_WAITING_PER_REPLICA)
         resources += [
             engine_deployment(settings, engine, ns, options.engine_replicas, engine_image, options.gpu),
             headless_service(engine, ns),

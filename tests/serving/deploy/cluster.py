@@ -24,9 +24,11 @@ def two_versions(**values: Any) -> Settings:
     )
 
 
-def rendered(settings: Settings | None = None, **options: Any) -> list[dict[str, Any]]:
+def rendered(
+    settings: Settings | None = None, target_per_replica: dict[str, int] | None = None, **options: Any
+) -> list[dict[str, Any]]:
     opts = {"engine_image": "vllm/vllm-openai:test", **options}
-    return render(settings or two_versions(), K8sOptions(**opts), resolve_tag=fake_tag)
+    return render(settings or two_versions(), K8sOptions(**opts), target_per_replica, resolve_tag=fake_tag)
 
 
 def of_kind(resources: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:

@@ -135,7 +135,6 @@ def test_autoscaler_per_version_on_waiting_requests():
         ({"namespace": "Prod_1"}, "not a Kubernetes name"),
         ({"state_url": "http://redis:6379"}, "redis://"),
         ({"image": " "}, "--image"),
-        ({"target_per_replica": {"model-b": 0}}, "at least 1"),
     ],
 )
 def test_invalid_options_are_refused(options, message):
@@ -146,6 +145,8 @@ def test_invalid_options_are_refused(options, message):
 def test_settings_that_cannot_run_in_a_cluster_are_refused():
     with pytest.raises(DeployError, match="not served"):
         rendered(target_per_replica={"nope": 3})
+    with pytest.raises(DeployError, match="at least 1"):
+        rendered(target_per_replica={"model-b": 0})
     triton = Settings(versions=[{"name": "t", "model": "m:v1", "engine": "triton", "port": 8200}])
     with pytest.raises(DeployError, match="triton"):
         rendered(triton)

@@ -39,7 +39,10 @@ import time, urllib.request
 time.sleep({settle})
 deadline = time.monotonic() + {timeout}
 while time.monotonic() < deadline:
-    text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
+    try:
+        text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
+    except OSError:
+        break
     busy = sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines()
                if line.startswith(('vllm:num_requests_running{{', 'vllm:num_requests_waiting{{')))
     if busy == 0:
@@ -47,7 +50,7 @@ while time.monotonic() < deadline:
     time.sleep(1)
 """
 """The engine's preStop: wait until DNS discovery stopped sending it new requests, then until the ones it holds
-finished (vLLM aborts running requests on SIGTERM)."""
+finished (vLLM aborts running requests on SIGTERM). An engine that no longer answers has nothing to wait for."""
 
 
 class DeployError(ValueError):

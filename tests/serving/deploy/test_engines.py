@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -69,3 +70,11 @@ def test_prestop_waits_until_the_engine_is_idle():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_prestop_returns_when_the_engine_no_longer_answers():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = DRAIN_SCRIPT.format(settle=0, timeout=600, port=port)
+    assert subprocess.run([sys.executable, "-c", script], timeout=60, check=False).returncode == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.api.completions import sticky_key
+from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.protocol import ChatCompletionRequest
 
 

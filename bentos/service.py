@@ -62,7 +62,7 @@ class Servekit:
     async def start_engines(self) -> None:
         """Start in the background: /health answers at once, API calls get 503 until warm-up passed."""
         self.gateway.start()
-        self.rollouts.resume()
+        self.rollouts.pick_up_unfinished()
         settle_heap()
 
     @bentoml.on_shutdown

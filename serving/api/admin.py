@@ -125,7 +125,7 @@ async def operate_rollout(route: str, operation: str, request: Request) -> Rollo
     controller = rollouts_of(request)
     operations = {
         "pause": controller.pause,
-        "resume": controller.resume_rollout,
+        "resume": controller.resume,
         "promote": controller.promote,
         "abort": controller.abort,
     }

@@ -3,7 +3,8 @@
 Bases from the config are started with the gateway; on-demand ones (`serving.on_demand`) join and leave while
 it serves. Adapters ride on their base's engine and are loaded onto it again whenever it restarts.
 
-The seam for replica pools: `replicas(served)` is the set of engines that can serve a version (one today)."""
+The seam for replica pools: `admit` picks the engine that takes a request and `backend` hands it out (one
+engine per base version today)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
+from serving.backends.base import Backend
 from serving.backends.factory import create_backend, max_model_len, ports_needed, supervision_settings
 from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineSupervisor
@@ -64,10 +66,6 @@ class Engines:
         for base in configured:
             self.add(base)
 
-    def replicas(self, served: ServedVersion) -> list[EngineSupervisor]:
-        """The engines that can serve `served`."""
-        return [served.supervisor]
-
     def start(self) -> None:
         for base in self.bases.values():
             base.supervisor.start()
@@ -103,7 +101,9 @@ class Engines:
         return list(await asyncio.gather(*(b.supervisor.backend.metrics_text() for b in self.bases.values())))
 
     def admit(self, served: ServedVersion) -> str:
-        """Count a request against its engine, or shed it at once when the engine is full."""
+        """Count a request against its engine; refused at once when the engine is not ready or full."""
+        if not served.supervisor.ready:
+            raise served.supervisor.unavailable()
         engine = served.engine
         if self.max_in_flight and self.in_flight[engine] >= self.max_in_flight:
             raise OverloadedError(
@@ -120,16 +120,9 @@ class Engines:
             idle.set()
         self.metrics.in_flight.labels(served.model.name, served.version).dec()
 
-    @contextlib.contextmanager
-    def slot(self, served: ServedVersion) -> Iterator[EngineSupervisor]:
-        """An in-flight slot on an engine that serves `served`, given back on every exit."""
-        if not served.supervisor.ready:
-            raise served.supervisor.unavailable()
-        engine = self.admit(served)
-        try:
-            yield served.supervisor
-        finally:
-            self.release(served, engine)
+    def backend(self, served: ServedVersion, engine: str) -> Backend:
+        """The engine admitted for `served` (the seam for replica pools: `admit` will pick one of several)."""
+        return served.supervisor.backend
 
     def add(self, base: ServedVersion) -> None:
         base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))

@@ -20,7 +20,10 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
     def __init__(
-        self, content: AsyncIterator[bytes], headers: dict[str, str], on_close: Callable[[], Awaitable[None]] | None
+        self,
+        content: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """`on_close` runs once the response is over, also when the stream never started (a client that left
         before the first byte), so what the stream holds is always given back."""

@@ -3,14 +3,14 @@
 authorize → input limits → choose the version (pin, route, breaker fallback) → prompt policy → rate admission
 → in-flight admission → injected fault → engine call → relay (stream) or answer → give back, settle, record.
 
-Everything a request takes (its rate-limit charge, its in-flight slot, the engine's stream) is registered on
-one exit stack as it is taken and given back in reverse order when the answer is complete, on every path: an
-error, a client that leaves, or a stream that was never started. The API layer only turns HTTP into a `Call`
+Everything a request takes (its rate-limit charge, its in-flight slot, the engine's stream) is registered in one
+`Held` as it is taken and given back in reverse order when the answer is complete, on every path: an error, a
+client that leaves, or a stream that was never started. The API layer only turns HTTP into a `Call`
 and an `Answer` into a response."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +64,36 @@ class Answer:
     close: Callable[[], Awaitable[None]] | None = None
 
 
+class Held:
+    """What a request took (a slot, a charge, a stream), each with the call that gives it back: `close` runs them
+    newest first, all of them even when one fails, and only once however often it is called."""
+
+    __slots__ = ("_give_back",)
+
+    def __init__(self) -> None:
+        self._give_back: list[Callable[[], Awaitable[None] | None]] = []
+
+    def add(self, give_back: Callable[[], Awaitable[None] | None]) -> None:
+        self._give_back.append(give_back)
+
+    def hand_over(self) -> Held:
+        """A new owner for everything held (a stream that outlives `serve`); this one is left empty."""
+        owner = Held()
+        owner._give_back, self._give_back = self._give_back, []
+        return owner
+
+    async def close(self) -> None:
+        failure: BaseException | None = None
+        while self._give_back:
+            try:
+                if (pending := self._give_back.pop()()) is not None:
+                    await pending
+            except BaseException as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+
 @dataclass
 class Ticket:
     """A request under way: what it was served by and charged, and how it ended (499 until it ends)."""
@@ -104,32 +134,35 @@ class Pipeline:
             model=served.model.name, version=served.version,
         )  # fmt: skip
         ticket = Ticket(served, stats, admission)
-        held = contextlib.AsyncExitStack()
-        held.callback(self._finish, ticket)
+        held = Held()
+        held.add(functools.partial(self._finish, ticket))
+        engines = self.gateway.engines
         try:
-            engine = held.enter_context(self.gateway.engines.slot(served))
+            engine = engines.admit(served)
+            held.add(functools.partial(engines.release, served, engine))
             await self.faults.apply(served.name)
             payload = body.engine_payload(served.engine_model)
+            backend = engines.backend(served, engine)
             if not body.stream:
-                result = await engine.backend.complete(call.endpoint, payload)
+                result = await backend.complete(call.endpoint, payload)
                 count_usage(stats, result.get("usage"))
                 ticket.ended(200)
                 return Answer(headers, body=result)
-            stream = await engine.backend.open_stream(call.endpoint, payload)
-            held.push_async_callback(stream.aclose)
+            stream = await backend.open_stream(call.endpoint, payload)
+            held.add(stream.aclose)
             events = (
                 ResponseEvents(stats)
                 if call.endpoint == "responses"
                 else CompletionEvents(stats, body.wants_usage_in_stream)
             )
-            close = held.pop_all().aclose  # the stream's end gives everything back now
+            close = held.hand_over().close  # the stream's end gives everything back now
             return Answer(headers, stream=relay(stream, events, ticket.ended, close), close=close)
         except ServekitError as error:
             ticket.ended(error.status_code)
             ticket.error = error
             return Answer(headers, error=error)
         finally:
-            await held.aclose()
+            await held.close()
 
     def _finish(self, ticket: Ticket) -> None:
         """What every finished request updates: its rate-limit charge (settled against real usage; an error's

@@ -22,17 +22,12 @@ async def test_the_in_flight_cap_sheds_at_once_and_frees_on_release(tmp_path):
         await gateway.stop()
 
 
-async def test_a_slot_is_given_back_on_every_exit_and_never_taken_on_a_cold_engine(tmp_path):
+async def test_a_cold_engine_takes_no_request(tmp_path):
     gateway = await started_gateway(tmp_path / "state.db", "base")
-    engines, base = gateway.engines, gateway.versions["base"]
     try:
-        with pytest.raises(RuntimeError), engines.slot(base) as engine:
-            assert engine is base.supervisor and engines.in_flight["base"] == 1
-            raise RuntimeError("the request failed")
-        assert engines.in_flight["base"] == 0
         cold = served_version("cold")  # never started
-        with pytest.raises(EngineUnavailableError), engines.slot(cold):
-            pass
-        assert engines.in_flight["cold"] == 0
+        with pytest.raises(EngineUnavailableError):
+            gateway.engines.admit(cold)
+        assert gateway.engines.in_flight["cold"] == 0
     finally:
         await gateway.stop()

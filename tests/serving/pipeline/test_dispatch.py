@@ -14,7 +14,7 @@ from serving.errors import EngineUnavailableError, RateLimitError
 from serving.gateway import Gateway
 from serving.metrics.stats import RequestStats
 from serving.pipeline.choice import CLIENT_CLOSED_REQUEST
-from serving.pipeline.dispatch import Answer, Call, Pipeline
+from serving.pipeline.dispatch import Answer, Call, Held, Pipeline
 from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.pipeline.ratelimit import RateLimiter
 from serving.protocol import ChatCompletionRequest, ResponsesRequest
@@ -158,3 +158,26 @@ async def test_a_refused_rate_limit_takes_nothing_and_reaches_no_engine(pipeline
         await pipeline.serve(call(chat(), Principal("team", "user")))
     assert len(payloads) == reached
     assert gateway.engines.in_flight["chat"] == 0
+
+
+async def test_held_gives_everything_back_newest_first_once_even_when_one_fails():
+    given_back: list[str] = []
+
+    async def stream_closed() -> None:
+        given_back.append("stream")
+
+    def slot_released() -> None:
+        given_back.append("slot")
+        raise RuntimeError("release failed")
+
+    held = Held()
+    held.add(lambda: given_back.append("charge"))
+    held.add(slot_released)
+    held.add(stream_closed)
+    owner = held.hand_over()
+    await held.close()
+    assert given_back == [], "handed over: the old holder gives nothing back"
+    with pytest.raises(RuntimeError, match="release failed"):
+        await owner.close()
+    await owner.close()
+    assert given_back == ["stream", "slot", "charge"]

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from serving.cli import bench, config, keys, loadtest, models, observe, rollout, routes, serve, soak, train, triton
+from serving.cli import (
+    bench,
+    config,
+    keys,
+    loadtest,
+    models,
+    observe,
+    rollout,
+    routes,
+    serve,
+    shadow,
+    soak,
+    train,
+    triton,
+)
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
@@ -14,6 +28,7 @@ app.add_typer(rollout.app, name="rollout")
 app.add_typer(keys.app, name="keys")
 app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(triton.app, name="triton")
+app.add_typer(shadow.app, name="shadow")
 app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)
 app.command(name="train")(train.train)

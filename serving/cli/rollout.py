@@ -13,7 +13,8 @@ app = typer.Typer(
 )
 
 
-def _seconds(value: str) -> float:
+def seconds(value: str) -> float:
+    """`30s`, `2m` or a plain number of seconds."""
     return float(value[:-1]) * 60 if value.endswith("m") else float(value.removesuffix("s"))
 
 
@@ -43,7 +44,7 @@ def start(
     """Start a canary rollout on ROUTE; waits (showing progress) while a canary base version's engine starts."""
     config = {
         "steps": [float(s) for s in steps.split(",")],
-        "interval_s": _seconds(interval),
+        "interval_s": seconds(interval),
         "max_error_rate": max_error_rate,
         "max_ttft_p95_ratio": max_ttft_p95_ratio,
         "max_latency_p95_ratio": max_latency_p95_ratio,

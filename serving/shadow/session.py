@@ -131,8 +131,7 @@ class Shadower:
         if candidate == primary:
             message = f"`{candidate}` is the primary of `{route}`; shadow another version."
             raise InvalidRequestError(message, param="candidate")
-        if (current := self.runs.get(route)) is not None and current.running(time.time()):
-            raise ConflictError(f"Route `{route}` is already shadowed by `{current.candidate}`; stop it first.")
+        self.check_free(route)
         run = ShadowRun(route, primary, candidate, percent, max_in_flight or self.settings.max_in_flight, duration_s)
         run.records = deque(maxlen=self.settings.max_pairs)
         self.runs[route] = run
@@ -141,6 +140,11 @@ class Shadower:
             self._timers[route] = asyncio.get_running_loop().create_task(self._stop_after(run), name=f"shadow-{route}")
         logger.info("shadow %s: %.3g%% of keys copied to %s (primary %s)", route, percent, candidate, primary)
         return run
+
+    def check_free(self, route: str) -> None:
+        """ConflictError while `route` has a run in progress (one shadow per route)."""
+        if (current := self.runs.get(route)) is not None and current.running(time.time()):
+            raise ConflictError(f"Route `{route}` is already shadowed by `{current.candidate}`; stop it first.")
 
     def should_mirror(self, route: str, sticky_key: str | None) -> bool:
         """Cheap and called on every request of a route: a dict lookup when the route is not shadowed."""
@@ -237,7 +241,7 @@ class Shadower:
     async def _stop_after(self, run: ShadowRun) -> None:
         await asyncio.sleep(run.duration_s or 0)
         self._timers.pop(run.route, None)
-        if self.runs.get(run.route) is run:
+        if run.report is None:
             await self._finish(run)
 
     async def _copy(self, run: ShadowRun, request_id: str, send: SendCopy) -> None:

@@ -1,0 +1,108 @@
+"""Shadow admin routes through the whole ASGI stack, in front of in-memory engines."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from serving.api.app import create_app
+from serving.api.shadows import shadows_of
+from serving.router.routes import Route, RouteMember
+from serving.settings import ApiKey, AuthSettings, Settings, ShadowSettings
+from serving.shadow.answer import Answer
+from tests.serving.fake_engine import started_gateway
+
+ADMIN_KEY, USER_KEY = "sk-admin", "sk-user"
+
+
+def settings(tmp_path: Path, auth: bool = False) -> Settings:
+    keys = [
+        ApiKey(id=role, sha256=hashlib.sha256(key.encode()).hexdigest(), role=role)
+        for role, key in (("admin", ADMIN_KEY), ("user", USER_KEY))
+    ]
+    return Settings(
+        home=tmp_path, shadow=ShadowSettings(out_dir=tmp_path / "shadows"), auth=AuthSettings(keys=keys if auth else [])
+    )
+
+
+async def stack(tmp_path: Path, auth: bool = False) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    gateway = await started_gateway(tmp_path / "state.db", "chat", "new")
+    gateway.access_log = False
+    await gateway.set_route(Route(name="ab", members=[RouteMember(version="chat", weight=100)]))
+    app = create_app(settings(tmp_path, auth), gateway)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:
+            yield client, app
+    finally:
+        await shadows_of(app).close()
+        await gateway.stop()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    async for pair in stack(tmp_path):
+        yield pair
+
+
+async def test_a_shadow_is_started_shown_and_stopped_with_its_report(served):
+    client, app = served
+    started = await client.post("/admin/shadows/ab", json={"candidate": "new", "percent": 50, "max_in_flight": 3})
+    assert started.status_code == 200
+    body = started.json()
+    assert (body["primary"], body["candidate"], body["state"], body["max_in_flight"]) == ("chat", "new", "running", 3)
+    shadower = shadows_of(app)
+    assert shadower.mirror("ab", "r1", _answering("hello"))
+    shadower.primary_done("ab", "r1", Answer(200, 0.2, 0.1, "hello", None, 0.0))
+    while shadower.runs["ab"].in_flight:
+        await asyncio.sleep(0)
+    assert [run["route"] for run in (await client.get("/admin/shadows")).json()] == ["ab"]
+    stopped = await client.delete("/admin/shadows/ab")
+    assert stopped.status_code == 200 and stopped.json()["state"] == "finished"
+    assert stopped.json()["comparison"]["agreement"] == 1.0 and Path(stopped.json()["report"]).is_file()
+    assert (await client.get("/admin/shadows/ab")).json()["report"] == stopped.json()["report"]
+    assert (await client.get("/admin/shadows")).json() == []
+    metrics = (await client.get("/metrics")).text
+    assert 'servekit_shadow_requests_total{route="ab",version="new"} 1.0' in metrics
+
+
+async def test_bad_starts_are_refused_in_the_openai_shape(served):
+    client, _ = served
+    cases = [
+        ("nosuch-route", {"candidate": "new", "percent": 10}, 404, "model"),
+        ("ab", {"candidate": "nosuch-version", "percent": 10}, 404, "model"),
+        ("ab", {"candidate": "chat", "percent": 10}, 400, "candidate"),
+        ("ab", {"candidate": "new", "percent": 0}, 400, "percent"),
+        ("ab", {"candidate": "new", "percent": 100.5}, 400, "percent"),
+    ]
+    for route, body, status, param in cases:
+        refused = await client.post(f"/admin/shadows/{route}", json=body)
+        assert refused.status_code == status, (route, body, refused.text)
+        assert refused.json()["error"]["param"] == param
+    assert (await client.post("/admin/shadows/ab", json={"candidate": "new", "percent": 100})).status_code == 200
+    second = await client.post("/admin/shadows/ab", json={"candidate": "new", "percent": 5})
+    assert second.status_code == 409 and "already shadowed" in second.json()["error"]["message"]
+    assert (await client.delete("/admin/shadows/other")).status_code == 404
+    assert (await client.get("/admin/shadows/other")).status_code == 404
+
+
+async def test_shadows_need_the_admin_key_when_auth_is_on(tmp_path):
+    async for client, _ in stack(tmp_path, auth=True):
+        body = {"candidate": "new", "percent": 10}
+        assert (await client.post("/admin/shadows/ab", json=body)).status_code == 401
+        user = await client.post("/admin/shadows/ab", json=body, headers={"Authorization": f"Bearer {USER_KEY}"})
+        assert user.status_code == 403
+        admin = await client.post("/admin/shadows/ab", json=body, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert admin.status_code == 200
+
+
+def _answering(text: str):
+    async def send() -> Answer:
+        return Answer(200, 0.3, 0.1, text, None, 0.0)
+
+    return send

@@ -39,6 +39,11 @@ def start(
     gate_duration: float = typer.Option(10, help="Load-test gate duration, seconds."),
     gate_users: int = typer.Option(4, help="Load-test gate users."),
     gate_stages: str = typer.Option("pre-rollout,step", help="When the load-test gate runs."),
+    require_shadow: str | None = typer.Option(
+        None,
+        help="Refuse to start unless the route's last shadow run of the canary met these, "
+        'e.g. "agreement>=0.9,ttft_p95_ratio<=1.25,error_rate<=0.01".',
+    ),
     url: str = UrlOption,
 ) -> None:
     """Start a canary rollout on ROUTE; waits (showing progress) while a canary base version's engine starts."""
@@ -56,6 +61,7 @@ def start(
         "config": config,
         "pre_rollout_webhook": pre_rollout_webhook,
         "step_webhook": step_webhook,
+        "require_shadow": require_shadow,
     }
     if gate_slo is not None:
         stages = [stage.strip() for stage in gate_stages.split(",")]

@@ -70,7 +70,9 @@ class ShadowRun:
 
     @property
     def id(self) -> str:
-        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started_at))
+        """The start time to the millisecond: sorts as the runs started, unique for one route."""
+        millis = int(self.started_at * 1000) % 1000
+        return time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started_at)) + f".{millis:03d}Z"
 
     @property
     def in_flight(self) -> int:

@@ -13,9 +13,12 @@ from fastapi import FastAPI
 
 from serving.api.app import create_app
 from serving.api.shadows import shadows_of
+from serving.rollout.controller import RolloutController
+from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
 from serving.settings import ApiKey, AuthSettings, Settings, ShadowSettings
 from serving.shadow.answer import Answer
+from serving.state import connect
 from tests.serving.fake_engine import started_gateway
 
 ADMIN_KEY, USER_KEY = "sk-admin", "sk-user"
@@ -36,11 +39,13 @@ async def stack(tmp_path: Path, auth: bool = False) -> AsyncIterator[tuple[httpx
     gateway.access_log = False
     await gateway.set_route(Route(name="ab", members=[RouteMember(version="chat", weight=100)]))
     app = create_app(settings(tmp_path, auth), gateway)
+    app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:
             yield client, app
     finally:
         await shadows_of(app).close()
+        await app.state.rollouts.stop()
         await gateway.stop()
 
 
@@ -99,6 +104,42 @@ async def test_shadows_need_the_admin_key_when_auth_is_on(tmp_path):
         assert user.status_code == 403
         admin = await client.post("/admin/shadows/ab", json=body, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         assert admin.status_code == 200
+
+
+async def shadow_once(client: httpx.AsyncClient, app: FastAPI, primary: str, candidate: str) -> None:
+    assert (await client.post("/admin/shadows/ab", json={"candidate": "new", "percent": 100})).status_code == 200
+    shadower = shadows_of(app)
+    for n in range(4):
+        shadower.mirror("ab", f"r{n}", _answering(candidate))
+        shadower.primary_done("ab", f"r{n}", Answer(200, 0.3, 0.1, primary, None, 0.0))
+    while shadower.runs["ab"].in_flight:
+        await asyncio.sleep(0)
+    assert (await client.delete("/admin/shadows/ab")).status_code == 200
+
+
+async def test_require_shadow_refuses_a_canary_that_missed_and_audits_the_run_it_relied_on(served):
+    client, app = served
+    rollout = {"canary": "new", "config": {"steps": [10, 100], "interval_s": 3600}}
+    required = "agreement>=0.9,ttft_p95_ratio<=1.25,error_rate<=0.01"
+    bad = await client.post("/admin/rollouts/ab", json={**rollout, "require_shadow": "agreement=0.9"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "require_shadow"
+    unshadowed = await client.post("/admin/rollouts/ab", json={**rollout, "require_shadow": required})
+    assert unshadowed.status_code == 409 and "no shadow run on this route" in unshadowed.json()["error"]["message"]
+    await shadow_once(client, app, primary="the cat sat on the mat", candidate="a dog ran")
+    refused = await client.post("/admin/rollouts/ab", json={**rollout, "require_shadow": required})
+    assert refused.status_code == 409
+    message = refused.json()["error"]["message"]
+    assert "agreement = " in message and "(required agreement>=0.9)" in message and "error_rate" not in message
+    await shadow_once(client, app, primary="the cat sat on the mat", candidate="the cat sat on the mat")
+    started = await client.post("/admin/rollouts/ab", json={**rollout, "require_shadow": required})
+    assert started.status_code == 200 and started.json()["gates"]["require_shadow"] == required
+    history = (await client.get("/admin/rollouts/ab/history")).json()
+    gates = [entry for entry in history if entry["event"] == "pre-rollout gate"]
+    assert [gate["passed"] for gate in gates] == [False, False, True]
+    assert gates[1]["evidence"]["run"]["comparison"]["agreement"] < 0.9
+    relied_on = gates[2]["evidence"]
+    assert relied_on["required"] == required and relied_on["run"]["comparison"]["agreement"] == 1.0
+    assert relied_on["run"]["report"].endswith("report.html")
 
 
 def _answering(text: str):

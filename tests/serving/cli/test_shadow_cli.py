@@ -54,3 +54,11 @@ def test_bad_input_exits_1_with_the_servers_message(url):
     again = runner.invoke(app, ["shadow", "start", "ab", "--candidate", "new", "--percent", "5", *url])
     assert again.exit_code == 1 and "error 409" in again.output
     assert runner.invoke(app, ["shadow", "stop", "nowhere", *url]).exit_code == 1
+
+
+def test_rollout_start_with_require_shadow_is_refused_without_a_shadow_run(url):
+    refused = runner.invoke(
+        app,
+        ["rollout", "start", "ab", "--canary", "new", "--require-shadow", "agreement>=0.9", "--interval", "60m", *url],
+    )
+    assert refused.exit_code == 1 and "error 409" in refused.output and "no shadow run on this route" in refused.output

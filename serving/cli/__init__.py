@@ -11,6 +11,7 @@ from serving.cli import (
     loadtest,
     models,
     observe,
+    release,
     rollout,
     routes,
     serve,
@@ -29,6 +30,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(triton.app, name="triton")
 app.add_typer(shadow.app, name="shadow")
+app.add_typer(release.app, name="release")
 app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)
 app.command(name="train")(train.train)

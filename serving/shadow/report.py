@@ -40,14 +40,17 @@ def comparison_table(comparison: dict[str, Any]) -> str:
 
 
 def run_table(run: dict[str, Any]) -> str:
-    dropped = ", ".join(f"{reason} {n}" for reason, n in run["dropped"].items())
+    """Tolerates a run recorded with fewer fields (an older audit entry): those rows show a dash."""
+    dropped = ", ".join(f"{reason} {n}" for reason, n in (run.get("dropped") or {}).items())
+    percent = run.get("percent")
     rows = (
-        ("route", run["route"]), ("primary", run["primary"]), ("candidate", run["candidate"]),
-        ("percent of keys", f"{run['percent']:g} %"), ("max copies in flight", run["max_in_flight"]),
-        ("started", when(run["started_at"])), ("stopped", when(run["stopped_at"])),
-        ("copies sent", run["mirrored"]), ("copies dropped", dropped), ("candidate errors", run["candidate_errors"]),
+        ("route", run.get("route")), ("primary", run.get("primary")), ("candidate", run.get("candidate")),
+        ("percent of keys", None if percent is None else f"{percent:g} %"),
+        ("max copies in flight", run.get("max_in_flight")), ("started", when(run.get("started_at"))),
+        ("stopped", when(run.get("stopped_at"))), ("copies sent", run.get("mirrored")),
+        ("copies dropped", dropped or None), ("candidate errors", run.get("candidate_errors")),
     )  # fmt: skip
-    body = "".join(f"<tr><td>{name}</td><td>{html.escape(str(value))}</td></tr>" for name, value in rows)
+    body = "".join(f"<tr><td>{name}</td><td>{html.escape('–' if v is None else str(v))}</td></tr>" for name, v in rows)
     return f"<table>{body}</table>"
 
 
@@ -80,8 +83,8 @@ def samples_table(samples: list[dict[str, Any]]) -> str:
 
 def shadow_section(results: dict[str, Any]) -> str:
     """The run, its comparison and plots: the body of the shadow report and a section of the release report."""
-    parts = [run_table(results["run"]), comparison_table(results["run"]["comparison"])]
-    if results["pairs"]:
+    parts = [run_table(results["run"]), comparison_table(results["run"].get("comparison") or {})]
+    if results.get("pairs"):
         parts.append(plot_pairs(results["pairs"]))
     else:
         parts.append("<p>No request was answered by both sides: nothing to plot.</p>")

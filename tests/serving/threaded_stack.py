@@ -3,11 +3,13 @@ HTTP client needs in unit tests (the real server: tests/conftest.py's `server`).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -15,10 +17,13 @@ from fastapi import FastAPI
 from serving.api.app import create_app
 from serving.backends.ports import free_port_block
 from serving.rollout.controller import RolloutController
+from serving.rollout.gateway_observer import GatewayObserver
 from serving.rollout.store import RolloutStore
 from serving.settings import Settings
 from serving.state import connect
 from tests.serving.fake_engine import started_gateway
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -32,7 +37,9 @@ def threaded_stack(
         gateway = await started_gateway(tmp_path / "state.db", *names)
         gateway.access_log = False
         app.state.gateway = gateway
-        app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
+        store = RolloutStore(connect(tmp_path / "state.db"))
+        app.state.rollouts = RolloutController(gateway, GatewayObserver(gateway.metrics.recent), store, tmp_path)
+        app.state.loop = asyncio.get_running_loop()
         if ready is not None:
             await ready(app)
 
@@ -58,3 +65,8 @@ def threaded_stack(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def in_loop(app: FastAPI, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` in the server's own loop (where its gateway, rollouts and shadows live) and wait for it."""
+    return asyncio.run_coroutine_threadsafe(coroutine, app.state.loop).result(timeout=60)

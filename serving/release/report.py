@@ -28,12 +28,12 @@ def _note(text: str) -> str:
     return f'<p class="missing">{html.escape(text)}</p>'
 
 
-def _table(rows: list[tuple[str, Any]], head: tuple[str, ...] = ()) -> str:
+def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...] = (), css: str = "") -> str:
     header = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" if head else ""
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape('–' if v is None else str(v))}</td>" for v in row) + "</tr>" for row in rows
     )
-    return f"<table>{header}{body}</table>"
+    return f'<table class="{css}">{header}{body}</table>' if css else f"<table>{header}{body}</table>"
 
 
 def lineage(release: Release) -> str:
@@ -102,7 +102,7 @@ def gates(release: Release) -> str:
             rows.append((f"step {entry.get('step')}", result["gate"], verdict, result["detail"], result.get("report")))
     if not rows:
         return _note("No gate was configured for this rollout.")
-    return _table(rows, ("stage", "gate", "verdict", "detail", "report"))
+    return _table(rows, ("stage", "gate", "verdict", "detail", "report"), css="text")
 
 
 def _num(value: float | None, fmt: str = "{:.4g}") -> str | None:
@@ -179,7 +179,10 @@ def render(release: Release) -> str:
     body = "".join(
         f'<section id="{name}"><h2>{TITLES[name]}</h2>{builders[name](release)}</section>' for name in SECTIONS
     )
-    style = STYLE + ".missing{color:#8a5a00;background:#fff7e0;padding:.5em 1em;border-radius:4px}"
+    style = STYLE + (
+        ".missing{color:#8a5a00;background:#fff7e0;padding:.5em 1em;border-radius:4px}"
+        "table.text td{text-align:left;overflow-wrap:anywhere;max-width:480px}"
+    )
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"
             f"{body}</body></html>")  # fmt: skip

@@ -27,9 +27,10 @@ class Answer:
 
 
 class AnswerAccumulator:
-    """Collects a response's bytes as relayed (`feed` only appends: it sits on the relay's path) and parses them
-    when asked for the answer: an SSE stream of chat or text completion chunks, or one JSON body. Only the first
-    choice is kept; `token_ids` come from vLLM's `return_token_ids`, when the request asked for them."""
+    """Collects a response as relayed and parses it only when asked for the answer: `feed` takes the bytes sent
+    to the client (SSE frames, or one JSON body), `feed_event` one engine chunk's JSON payload (what a
+    `ChunkStream` yields). Both only append: they sit on the relay's path. Chat and text completions (the first
+    choice) and Responses API text are understood; `token_ids` come from vLLM's `return_token_ids`."""
 
     def __init__(self, stream: bool, temperature: float | None, started: float | None = None) -> None:
         self.stream = stream
@@ -37,11 +38,18 @@ class AnswerAccumulator:
         self.started = time.monotonic() if started is None else started
         self.first_chunk_at: float | None = None
         self._chunks: list[bytes] = []
+        self._events: list[bytes] = []
 
     def feed(self, chunk: bytes) -> None:
         if self.first_chunk_at is None:
             self.first_chunk_at = time.monotonic()
         self._chunks.append(chunk)
+
+    def feed_event(self, payload: bytes) -> None:
+        """One SSE event's data (a JSON document, no `data:` framing)."""
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.monotonic()
+        self._events.append(payload)
 
     def answer(self, status: int, *, ttft_s: float | None = None, error: str | None = None) -> Answer:
         """The answer so far; `ttft_s` overrides the time to the first fed chunk (the pipeline's own measure)."""
@@ -49,7 +57,10 @@ class AnswerAccumulator:
         if ttft_s is None and self.first_chunk_at is not None and self.stream:
             ttft_s = self.first_chunk_at - self.started
         body = b"".join(self._chunks)
-        text, ids = _parse_stream(body) if self.stream else _parse_body(body)
+        if self.stream:
+            text, ids = _parse_events([*_sse_data(body), *self._events])
+        else:
+            text, ids = _parse_body(body or b"".join(self._events))
         return Answer(status, latency, ttft_s, text, ids, self.temperature, error)
 
 
@@ -64,30 +75,45 @@ def _choice_text(choice: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
+def _response_text(document: dict[str, Any]) -> str:
+    """A whole Responses API body: the text parts of its output messages."""
+    return "".join(
+        part.get("text", "")
+        for item in document.get("output") or ()
+        if isinstance(item, dict)
+        for part in item.get("content") or ()
+        if isinstance(part, dict) and part.get("type") == "output_text"
+    )
+
+
 def _parse_body(body: bytes) -> tuple[str, list[int] | None]:
     try:
-        choice = _first_choice(json.loads(body))
+        document = json.loads(body)
     except ValueError:
         return "", None
+    choice = _first_choice(document)
     if choice is None:
-        return "", None
+        return (_response_text(document), None) if isinstance(document, dict) else ("", None)
     ids = choice.get("token_ids")
     return _choice_text(choice), list(ids) if isinstance(ids, list) else None
 
 
-def _parse_stream(body: bytes) -> tuple[str, list[int] | None]:
+def _sse_data(body: bytes) -> list[bytes]:
+    return [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
+
+
+def _parse_events(events: list[bytes]) -> tuple[str, list[int] | None]:
     texts: list[str] = []
     ids: list[int] | None = None
-    for line in body.splitlines():
-        if not line.startswith(b"data:"):
-            continue
-        data = line.removeprefix(b"data:").strip()
-        if data == b"[DONE]":
-            continue
+    for data in events:
         try:
-            choice = _first_choice(json.loads(data))
-        except ValueError:
+            document = json.loads(data)
+        except ValueError:  # `[DONE]`, or a frame cut short
             continue
+        if isinstance(document, dict) and document.get("type") == "response.output_text.delta":
+            texts.append(str(document.get("delta", "")))
+            continue
+        choice = _first_choice(document)
         if choice is None:
             continue
         texts.append(_choice_text(choice))

@@ -45,3 +45,23 @@ def test_a_whole_body_and_a_broken_one():
     broken.feed(b"<html>bad gateway")
     answer = broken.answer(502, error="engine down")
     assert (answer.ok, answer.text, answer.error) == (False, "", "engine down")
+
+
+def test_engine_chunk_payloads_fed_as_events():
+    accumulator = AnswerAccumulator(stream=True, temperature=0.0)
+    for document in ({"choices": [{"index": 0, "delta": {"content": "Ar"}, "token_ids": [9]}]},
+                     {"choices": [{"index": 0, "delta": {"content": "r"}, "token_ids": [10]}]}):  # fmt: skip
+        accumulator.feed_event(json.dumps(document).encode())
+    assert (accumulator.answer(200).text, accumulator.answer(200).token_ids) == ("Arr", [9, 10])
+
+
+def test_responses_api_text_streamed_and_whole():
+    streamed = AnswerAccumulator(stream=True, temperature=0.0)
+    for kind, delta in (("response.created", None), ("response.output_text.delta", "Ahoy"),
+                        ("response.output_text.delta", "!")):  # fmt: skip
+        streamed.feed(f"event: {kind}\ndata: {json.dumps({'type': kind, 'delta': delta})}\n\n".encode())
+    assert streamed.answer(200).text == "Ahoy!"
+    whole = AnswerAccumulator(stream=False, temperature=0.0)
+    message = {"type": "message", "content": [{"type": "output_text", "text": "Ahoy!"}]}
+    whole.feed(json.dumps({"output": [{"type": "reasoning"}, message]}).encode())
+    assert whole.answer(200).text == "Ahoy!"

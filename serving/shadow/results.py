@@ -7,10 +7,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from serving.shadow.report import write_report
 
 RESULTS = "results.json"
+
+
+def route_dir(out_dir: Path, route: str) -> Path:
+    """The route's folder: its name as one path component whatever it holds (`/`, `..`, NUL are escaped), so a
+    route name never reaches outside `out_dir`."""
+    component = quote(route, safe="-_.:")
+    return out_dir / (component.replace(".", "%2E") if component in (".", "..") else component)
 
 
 def write_results(results: dict[str, Any], directory: Path) -> None:
@@ -21,5 +29,6 @@ def write_results(results: dict[str, Any], directory: Path) -> None:
 
 def latest_results(out_dir: Path, route: str) -> dict[str, Any] | None:
     """The newest run's results for `route` (run ids sort by start time), None when it never had one."""
-    runs = sorted((out_dir / route).glob(f"*/{RESULTS}")) if (out_dir / route).is_dir() else []
+    folder = route_dir(out_dir, route)
+    runs = sorted(folder.glob(f"*/{RESULTS}")) if folder.is_dir() else []
     return json.loads(runs[-1].read_text()) if runs else None

@@ -24,7 +24,7 @@ from serving.settings import ShadowSettings
 from serving.shadow.answer import Answer
 from serving.shadow.compare import PairRecord, Tokenize, characters, compare, pair_record
 from serving.shadow.metrics import ShadowMetrics
-from serving.shadow.results import latest_results, write_results
+from serving.shadow.results import latest_results, route_dir, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class Shadower:
         await asyncio.gather(*tasks, return_exceptions=True)
         run.dropped["expired"] += len(run._pending)
         run._pending.clear()
-        directory = self.out_dir / run.route / run.id
+        directory = route_dir(self.out_dir, run.route) / run.id
         run.report = str(directory / "report.html")
         results = {"run": run.status(), "pairs": [vars(r) for r in run.records], "samples": run.samples}
         await asyncio.to_thread(write_results, results, directory)

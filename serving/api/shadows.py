@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 from serving.api.auth import require_admin
 from serving.api.endpoints import ERROR_RESPONSES, gateway_of
+from serving.api.truncation import tokenizer_for
 from serving.errors import InvalidRequestError, ModelNotFoundError
+from serving.gateway import Gateway
 from serving.protocol import ShadowStartRequest, ShadowStatus
+from serving.shadow.compare import Tokenize, characters
 from serving.shadow.session import Shadower
+
+logger = logging.getLogger(__name__)
 
 shadow_router = APIRouter(
     prefix="/admin/shadows",
@@ -20,13 +29,33 @@ shadow_router = APIRouter(
 )
 
 
+def primary_tokenizers(gateway: Gateway) -> Callable[[str], Tokenize]:
+    """Agreement is measured in the primary's tokens (its base's tokenizer: an adapter shares it), loaded once
+    per primary; in characters when it cannot be loaded (a remote engine whose model is not on this machine)."""
+    loaded: dict[str, Tokenize] = {}
+
+    def tokenize_for(primary: str) -> Tokenize:
+        if primary not in loaded:
+            try:
+                served = gateway.resolve(primary)
+                base = gateway.resolve(served.parent) if served.parent else served
+                loaded[primary] = functools.partial(tokenizer_for(base.model.path).encode, add_special_tokens=False)
+            except Exception as exc:  # any loading failure leaves the comparison possible, in a coarser unit
+                logger.warning("shadow: no tokenizer for %s (%r): agreement is measured over characters", primary, exc)
+                loaded[primary] = characters
+        return loaded[primary]
+
+    return tokenize_for
+
+
 def shadows_of(app: FastAPI) -> Shadower:
     """The server's Shadower: `app.state.shadows` when the host made one, else made now on the gateway's metrics
-    registry (what the request pipeline calls too)."""
+    registry, measuring agreement in the primaries' tokens (what the request pipeline calls too)."""
     shadower: Shadower | None = getattr(app.state, "shadows", None)
     if shadower is None:
-        settings = app.state.settings
-        shadower = Shadower(settings.shadow, settings.shadows_dir, app.state.gateway.metrics.registry)
+        settings, gateway = app.state.settings, app.state.gateway
+        tokenizers = primary_tokenizers(gateway)
+        shadower = Shadower(settings.shadow, settings.shadows_dir, gateway.metrics.registry, tokenizers)
         app.state.shadows = shadower
     return shadower
 
@@ -49,6 +78,8 @@ async def start_shadow(route: str, body: ShadowStartRequest, request: Request) -
     shadows = shadows_of(request.app)
     shadows.check_free(route)
     served = await gateway.prepare(body.candidate)
+    if shadows.tokenize is not None:  # loaded now, in a thread: not by the first comparison
+        await asyncio.to_thread(shadows.tokenize, table.primary)
     run = shadows.start(route, table.primary, served.name, body.percent, body.max_in_flight, body.duration_s)
     return run.status()
 

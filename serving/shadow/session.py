@@ -60,6 +60,7 @@ class ShadowRun:
     report: str | None = None
     _pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict, repr=False)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, repr=False)
+    _comparing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _compared: int = 0
     _similarity_sum: float = 0.0
     _exact: int = 0
@@ -77,6 +78,11 @@ class ShadowRun:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    @property
+    def busy(self) -> bool:
+        """Copies in flight or pairs still being compared."""
+        return bool(self._tasks or self._comparing)
 
     def running(self, now: float) -> bool:
         return self.stopped_at is None and (self.ends_at is None or now < self.ends_at)
@@ -228,6 +234,7 @@ class Shadower:
         for request_id in list(run._tasks):
             self._untrack(run, request_id, cancel=True)
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*run._comparing, return_exceptions=True)
         run.dropped["expired"] += len(run._pending)
         run._pending.clear()
         directory = route_dir(self.out_dir, run.route) / run.id
@@ -264,12 +271,20 @@ class Shadower:
             self._settle(run, request_id, pending)
 
     def _settle(self, run: ShadowRun, request_id: str, pending: _Pending) -> None:
+        """Once both halves are in, compare them in a worker thread: tokenizing two outputs takes milliseconds,
+        which the event loop serving the clients must not spend."""
         if pending.primary is None or pending.candidate is None:
             return
         del run._pending[request_id]
+        task = asyncio.get_running_loop().create_task(self._compare(run, pending), name=f"shadow-compare-{request_id}")
+        run._comparing.add(task)
+        task.add_done_callback(run._comparing.discard)
+
+    async def _compare(self, run: ShadowRun, pending: _Pending) -> None:
+        primary, candidate = pending.primary, pending.candidate
+        assert primary is not None and candidate is not None
         try:
-            tokenize = self.tokenize(run.primary) if self.tokenize is not None else characters
-            record = pair_record(pending.primary, pending.candidate, tokenize)
+            record = await asyncio.to_thread(self._pair_record, run.primary, primary, candidate)
         except Exception:
             logger.exception("shadow %s: comparing one pair failed", run.route)
             return
@@ -283,9 +298,13 @@ class Shadower:
             self.metrics.exact_match.labels(run.route, run.candidate).set(run._exact / run._compared)
         if pending.prompt is not None and len(run.samples) < self.settings.max_samples:
             run.samples.append({
-                "prompt": pending.prompt, "primary": pending.primary.text, "candidate": pending.candidate.text,
+                "prompt": pending.prompt, "primary": primary.text, "candidate": candidate.text,
                 "similarity": record.similarity,
             })  # fmt: skip
+
+    def _pair_record(self, primary_name: str, primary: Answer, candidate: Answer) -> PairRecord:
+        tokenize = self.tokenize(primary_name) if self.tokenize is not None else characters
+        return pair_record(primary, candidate, tokenize)
 
     def _expire(self, run: ShadowRun) -> None:
         """Give up pairs whose other half never came (oldest first: the dict keeps creation order)."""

@@ -6,18 +6,20 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from serving.api.app import create_app
-from serving.api.shadows import shadows_of
+from serving.api.shadows import primary_tokenizers, shadows_of
 from serving.rollout.controller import RolloutController
 from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
 from serving.settings import ApiKey, AuthSettings, Settings, ShadowSettings
 from serving.shadow.answer import Answer
+from serving.shadow.compare import characters
 from serving.state import connect
 from tests.serving.fake_engine import started_gateway
 
@@ -64,8 +66,8 @@ async def test_a_shadow_is_started_shown_and_stopped_with_its_report(served):
     shadower = shadows_of(app)
     assert shadower.mirror("ab", "r1", _answering("hello"))
     shadower.primary_done("ab", "r1", Answer(200, 0.2, 0.1, "hello", None, 0.0))
-    while shadower.runs["ab"].in_flight:
-        await asyncio.sleep(0)
+    while shadower.runs["ab"].busy:  # copies in flight or pairs being compared
+        await asyncio.sleep(0.005)
     assert [run["route"] for run in (await client.get("/admin/shadows")).json()] == ["ab"]
     stopped = await client.delete("/admin/shadows/ab")
     assert stopped.status_code == 200 and stopped.json()["state"] == "finished"
@@ -112,8 +114,8 @@ async def shadow_once(client: httpx.AsyncClient, app: FastAPI, primary: str, can
     for n in range(4):
         shadower.mirror("ab", f"r{n}", _answering(candidate))
         shadower.primary_done("ab", f"r{n}", Answer(200, 0.3, 0.1, primary, None, 0.0))
-    while shadower.runs["ab"].in_flight:
-        await asyncio.sleep(0)
+    while shadower.runs["ab"].busy:  # copies in flight or pairs being compared
+        await asyncio.sleep(0.005)
     assert (await client.delete("/admin/shadows/ab")).status_code == 200
 
 
@@ -147,3 +149,26 @@ def _answering(text: str):
         return Answer(200, 0.3, 0.1, text, None, 0.0)
 
     return send
+
+
+def word_tokenizer(directory: Path) -> Path:
+    """A tiny word-level tokenizer saved as a model directory holds one (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "the": 1, "cat": 2, "sat": 3, "dog": 4}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]").save_pretrained(directory)
+    return directory
+
+
+def test_agreement_is_measured_in_the_primarys_tokens_else_characters(tmp_path):
+    base = SimpleNamespace(name="base", parent=None, model=SimpleNamespace(path=word_tokenizer(tmp_path / "base")))
+    adapter = SimpleNamespace(name="lora", parent="base", model=SimpleNamespace(path=tmp_path / "no-tokenizer"))
+    remote = SimpleNamespace(name="remote", parent=None, model=SimpleNamespace(path=tmp_path / "missing"))
+    gateway = SimpleNamespace(resolve={"base": base, "lora": adapter, "remote": remote}.__getitem__)
+    tokenize_for = primary_tokenizers(gateway)
+    assert tokenize_for("lora")("the cat sat") == [1, 2, 3]  # an adapter primary: its base's tokenizer
+    assert tokenize_for("remote") is characters
+    assert tokenize_for("lora") is tokenize_for("lora")  # loaded once

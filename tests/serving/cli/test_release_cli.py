@@ -48,8 +48,8 @@ async def mirrored_pairs(served: FastAPI, n: int) -> None:
     for i in range(n):
         shadower.mirror("ab", f"req-{i}", candidate)
         shadower.primary_done("ab", f"req-{i}", Answer(200, 0.25, 0.04, "Arr, hello there", None, 0.0))
-    while shadower.runs["ab"].in_flight:
-        await asyncio.sleep(0)
+    while shadower.runs["ab"].busy:  # copies in flight or pairs being compared
+        await asyncio.sleep(0.005)
 
 
 def traffic(url: str, n: int) -> None:

@@ -42,9 +42,11 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
     return registry.get_sample_value(name, {"route": "chat", "version": "new", **labels})
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+async def settle(shadower: Shadower) -> None:
+    """Until no copy is in flight and no pair is being compared (comparisons run in a worker thread)."""
+    await asyncio.sleep(0)
+    while any(run.busy for run in shadower.runs.values()):
+        await asyncio.sleep(0.005)
 
 
 async def test_bad_starts_are_refused_naming_the_param(shadower):
@@ -72,13 +74,13 @@ async def test_the_choice_follows_the_sticky_key_and_the_percent(shadower):
 async def test_pairs_are_compared_whichever_side_finishes_first(shadower, registry):
     shadower.start("chat", "old", "new", 100)
     assert shadower.mirror("chat", "r1", returning(ok()), prompt="hi")
-    await settle()  # the candidate first
+    await settle(shadower)  # the candidate first
     shadower.primary_done("chat", "r1", ok())
     gate = asyncio.Event()
     shadower.mirror("chat", "r2", returning(ok("the sane"), gate), prompt="hey")
     shadower.primary_done("chat", "r2", ok())  # the primary first
     gate.set()
-    await settle()
+    await settle(shadower)
     comparison = shadower.status("chat")["comparison"]
     assert comparison["pairs"] == 2 and comparison["exact_match_rate"] == 0.5
     assert comparison["agreement"] == pytest.approx((1 + 7 / 8) / 2)
@@ -97,7 +99,7 @@ async def test_beyond_k_in_flight_copies_are_dropped_not_queued(shadower, regist
     assert (status["in_flight"], status["dropped"]["in_flight"]) == (2, 3)
     assert sample(registry, "servekit_shadow_dropped_total", reason="in_flight") == 3
     gate.set()
-    await settle()
+    await settle(shadower)
     assert shadower.status("chat")["in_flight"] == 0 and shadower.mirror("chat", "r9", returning(ok()))
 
 
@@ -116,8 +118,7 @@ async def test_a_failing_or_hanging_candidate_never_raises_and_is_counted(tmp_pa
     shadower.mirror("chat", "r2", hanging)
     shadower.primary_done("chat", "r1", ok())
     shadower.primary_done("chat", "r2", ok())
-    while shadower.status("chat")["in_flight"]:
-        await asyncio.sleep(0.01)
+    await settle(shadower)
     status = shadower.status("chat")
     assert status["candidate_errors"] == 2 and status["comparison"]["error_rate"] == 1.0
     assert sample(registry, "servekit_shadow_errors_total") == 2
@@ -129,7 +130,7 @@ async def test_shed_cancels_copies_first(shadower, registry):
     for n in range(3):
         shadower.mirror("chat", f"r{n}", returning(ok(), gate))
     assert shadower.shed() == 3
-    await settle()
+    await settle(shadower)
     status = shadower.status("chat")
     assert status["in_flight"] == 0 and status["dropped"]["shed"] == 3 and status["comparison"]["pairs"] == 0
     assert sample(registry, "servekit_shadow_in_flight") == 0
@@ -139,7 +140,7 @@ async def test_stop_writes_results_and_a_report_with_samples_only_there(shadower
     shadower.start("chat", "old", "new", 100)
     for n in range(3):
         shadower.mirror("chat", f"r{n}", returning(ok("secret answer")), prompt=f"secret prompt {n}")
-        await settle()
+        await settle(shadower)
         shadower.primary_done("chat", f"r{n}", ok("secret answer"))
     results = await shadower.stop("chat")
     assert results["run"]["state"] == "finished" and results["run"]["comparison"]["agreement"] == 1.0
@@ -161,7 +162,7 @@ async def test_samples_are_not_kept_unless_asked(tmp_path):
     shadower.start("chat", "old", "new", 100)
     assert not shadower.keeps_samples
     shadower.mirror("chat", "r1", returning(ok()), prompt="private")
-    await settle()
+    await settle(shadower)
     shadower.primary_done("chat", "r1", ok())
     results = await shadower.stop("chat")
     assert results["samples"] == [] and "private" not in Path(results["run"]["report"]).read_text()

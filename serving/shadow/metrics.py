@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-DROP_REASONS = ("in_flight", "shed", "expired")
-"""A copy is dropped when K are in flight already, when the server sheds load, or when its pair never completes."""
+DROP_REASONS = ("in_flight", "shed", "expired", "duplicate_id")
+"""A copy is dropped when K are in flight already, when the server sheds load, when its pair never completes, or
+when its request id is one already waiting for its pair."""
 
 
 class ShadowMetrics:

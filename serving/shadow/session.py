@@ -23,7 +23,7 @@ from serving.router.assign import unit_hash
 from serving.settings import ShadowSettings
 from serving.shadow.answer import Answer
 from serving.shadow.compare import PairRecord, Tokenize, characters, compare, pair_record
-from serving.shadow.metrics import ShadowMetrics
+from serving.shadow.metrics import DROP_REASONS, ShadowMetrics
 from serving.shadow.results import latest_results, route_dir, write_results
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ShadowRun:
     started_at: float = field(default_factory=time.time)
     stopped_at: float | None = None
     mirrored: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"in_flight": 0, "shed": 0, "expired": 0})
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     candidate_errors: int = 0
     records: deque[PairRecord] = field(default_factory=deque)
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -169,6 +169,9 @@ class Shadower:
         if run is None or not run.running(time.time()):
             return False
         self._expire(run)
+        if request_id in run._pending:  # a client-chosen request id used twice: the pairs could not be told apart
+            self._drop(run, "duplicate_id")
+            return False
         if run.in_flight >= run.max_in_flight:
             self._drop(run, "in_flight")
             return False

@@ -87,7 +87,11 @@ async def test_pairs_are_compared_whichever_side_finishes_first(shadower, regist
     assert sample(registry, "servekit_shadow_requests_total") == 2
     assert sample(registry, "servekit_shadow_agreement") == pytest.approx((1 + 7 / 8) / 2)
     shadower.primary_done("chat", "never-mirrored", ok())  # ignored
+    shadower.mirror("chat", "r3", returning(ok(), asyncio.Event()))
+    assert not shadower.mirror("chat", "r3", returning(ok()))  # the id is waiting for its pair already
+    assert shadower.status("chat")["dropped"]["duplicate_id"] == 1
     assert shadower.status("chat")["comparison"]["pairs"] == 2
+    assert (await shadower.stop("chat"))["run"]["dropped"]["expired"] == 1  # r3's copy, cancelled by the stop
 
 
 async def test_beyond_k_in_flight_copies_are_dropped_not_queued(shadower, registry):

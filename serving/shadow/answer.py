@@ -26,6 +26,39 @@ class Answer:
         return 200 <= self.status < 300
 
 
+@dataclass(frozen=True)
+class RelayedAnswer:
+    """An answer whose body is kept as relayed: it is parsed by `parse`, in the comparison's worker thread, so the
+    request that produced it spends nothing on it."""
+
+    status: int
+    latency_s: float
+    ttft_s: float | None
+    temperature: float | None
+    error: str | None
+    stream: bool
+    body: bytes
+    events: tuple[bytes, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def parse(self) -> Answer:
+        if self.stream:
+            text, ids = _parse_events([*_sse_data(self.body), *self.events])
+        else:
+            text, ids = _parse_body(self.body or b"".join(self.events))
+        return Answer(self.status, self.latency_s, self.ttft_s, text, ids, self.temperature, self.error)
+
+
+AnyAnswer = Answer | RelayedAnswer
+
+
+def parsed(answer: AnyAnswer) -> Answer:
+    return answer.parse() if isinstance(answer, RelayedAnswer) else answer
+
+
 class AnswerAccumulator:
     """Collects a response as relayed and parses it only when asked for the answer: `feed` takes the bytes sent
     to the client (SSE frames, or one JSON body), `feed_event` one engine chunk's JSON payload (what a
@@ -51,17 +84,13 @@ class AnswerAccumulator:
             self.first_chunk_at = time.monotonic()
         self._events.append(payload)
 
-    def answer(self, status: int, *, ttft_s: float | None = None, error: str | None = None) -> Answer:
-        """The answer so far; `ttft_s` overrides the time to the first fed chunk (the pipeline's own measure)."""
+    def answer(self, status: int, *, ttft_s: float | None = None, error: str | None = None) -> RelayedAnswer:
+        """The answer so far, unparsed; `ttft_s` overrides the time to the first fed chunk (the pipeline's own)."""
         latency = time.monotonic() - self.started
         if ttft_s is None and self.first_chunk_at is not None and self.stream:
             ttft_s = self.first_chunk_at - self.started
         body = b"".join(self._chunks)
-        if self.stream:
-            text, ids = _parse_events([*_sse_data(body), *self._events])
-        else:
-            text, ids = _parse_body(body or b"".join(self._events))
-        return Answer(status, latency, ttft_s, text, ids, self.temperature, error)
+        return RelayedAnswer(status, latency, ttft_s, self.temperature, error, self.stream, body, tuple(self._events))
 
 
 def _first_choice(document: Any) -> dict[str, Any] | None:
@@ -102,14 +131,27 @@ def _sse_data(body: bytes) -> list[bytes]:
     return [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
 
 
+def _documents(events: list[bytes]) -> list[Any]:
+    """Every event's JSON: one `json.loads` of them all as an array (a tenth of the time of one call per event),
+    else one by one, skipping what is not JSON (`[DONE]`, a frame cut short)."""
+    documents = [data for data in events if data != b"[DONE]"]
+    try:
+        return json.loads(b"[" + b",".join(documents) + b"]")
+    except ValueError:
+        pass
+    kept = []
+    for data in documents:
+        try:
+            kept.append(json.loads(data))
+        except ValueError:
+            continue
+    return kept
+
+
 def _parse_events(events: list[bytes]) -> tuple[str, list[int] | None]:
     texts: list[str] = []
     ids: list[int] | None = None
-    for data in events:
-        try:
-            document = json.loads(data)
-        except ValueError:  # `[DONE]`, or a frame cut short
-            continue
+    for document in _documents(events):
         if isinstance(document, dict) and document.get("type") == "response.output_text.delta":
             texts.append(str(document.get("delta", "")))
             continue

@@ -9,14 +9,15 @@ from typing import Any
 
 from serving.backends.base import Backend, Endpoint
 from serving.errors import ServekitError
-from serving.shadow.answer import Answer, AnswerAccumulator
+from serving.shadow.answer import AnswerAccumulator, RelayedAnswer
 
 
 async def send_copy(
     backend: Backend, endpoint: Endpoint, payload: dict[str, Any], engine_model: str, temperature: float | None
-) -> Answer:
-    """The candidate's answer to `payload` (the body forwarded to the primary's engine). An engine error becomes an
-    answer with its status; anything else is left to `Shadower`, which counts it as a failed copy."""
+) -> RelayedAnswer:
+    """The candidate's answer to `payload` (the body forwarded to the primary's engine), parsed later by the
+    Shadower. An engine error becomes an answer with its status; anything else is left to the Shadower, which counts
+    it as a failed copy."""
     started = time.monotonic()
     body = {**payload, "model": engine_model}
     stream = bool(body.get("stream"))

@@ -21,14 +21,14 @@ from prometheus_client import CollectorRegistry
 from serving.errors import ConflictError, InvalidRequestError, NotFoundError
 from serving.router.assign import unit_hash
 from serving.settings import ShadowSettings
-from serving.shadow.answer import Answer
+from serving.shadow.answer import Answer, AnyAnswer, parsed
 from serving.shadow.compare import PairRecord, Tokenize, characters, compare, pair_record
 from serving.shadow.metrics import DROP_REASONS, ShadowMetrics
 from serving.shadow.results import latest_results, route_dir, write_results
 
 logger = logging.getLogger(__name__)
 
-SendCopy = Callable[[], Awaitable[Answer]]
+SendCopy = Callable[[], Awaitable[AnyAnswer]]
 """Sends the copy to the candidate and returns its answer; built by the pipeline, called here in a task."""
 
 
@@ -36,8 +36,8 @@ SendCopy = Callable[[], Awaitable[Answer]]
 class _Pending:
     created: float
     prompt: str | None
-    primary: Answer | None = None
-    candidate: Answer | None = None
+    primary: AnyAnswer | None = None
+    candidate: AnyAnswer | None = None
 
 
 @dataclass
@@ -183,7 +183,7 @@ class Shadower:
         self.metrics.in_flight.labels(route, run.candidate).inc()
         return True
 
-    def primary_done(self, route: str, request_id: str, answer: Answer) -> None:
+    def primary_done(self, route: str, request_id: str, answer: AnyAnswer) -> None:
         """The primary's answer to a mirrored request (ignored for one that was not mirrored or was dropped)."""
         run = self.runs.get(route)
         pending = run._pending.get(request_id) if run is not None else None
@@ -258,6 +258,7 @@ class Shadower:
 
     async def _copy(self, run: ShadowRun, request_id: str, send: SendCopy) -> None:
         started = time.monotonic()
+        answer: AnyAnswer
         try:
             answer = await asyncio.wait_for(send(), self.settings.pair_timeout_s)
         except asyncio.CancelledError:
@@ -287,7 +288,7 @@ class Shadower:
         primary, candidate = pending.primary, pending.candidate
         assert primary is not None and candidate is not None
         try:
-            record = await asyncio.to_thread(self._pair_record, run.primary, primary, candidate)
+            record, texts = await asyncio.to_thread(self._pair_record, run.primary, primary, candidate)
         except Exception:
             logger.exception("shadow %s: comparing one pair failed", run.route)
             return
@@ -301,13 +302,16 @@ class Shadower:
             self.metrics.exact_match.labels(run.route, run.candidate).set(run._exact / run._compared)
         if pending.prompt is not None and len(run.samples) < self.settings.max_samples:
             run.samples.append({
-                "prompt": pending.prompt, "primary": primary.text, "candidate": candidate.text,
-                "similarity": record.similarity,
+                "prompt": pending.prompt, "primary": texts[0], "candidate": texts[1], "similarity": record.similarity,
             })  # fmt: skip
 
-    def _pair_record(self, primary_name: str, primary: Answer, candidate: Answer) -> PairRecord:
+    def _pair_record(
+        self, primary_name: str, primary: AnyAnswer, candidate: AnyAnswer
+    ) -> tuple[PairRecord, tuple[str, str]]:
+        """Runs in a worker thread: parsing the relayed bodies, tokenizing and the edit distance."""
         tokenize = self.tokenize(primary_name) if self.tokenize is not None else characters
-        return pair_record(primary, candidate, tokenize)
+        primary, candidate = parsed(primary), parsed(candidate)
+        return pair_record(primary, candidate, tokenize), (primary.text, candidate.text)
 
     def _expire(self, run: ShadowRun) -> None:
         """Give up pairs whose other half never came (oldest first: the dict keeps creation order)."""

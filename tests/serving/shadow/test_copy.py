@@ -19,13 +19,14 @@ def engine() -> FakeEngine:
 
 async def test_a_streamed_copy_is_answered_under_the_candidates_name():
     candidate = engine()
-    answer = await send_copy(candidate, "chat/completions", {**PAYLOAD, "stream": True}, "cand-engine", 0.0)
+    relayed = await send_copy(candidate, "chat/completions", {**PAYLOAD, "stream": True}, "cand-engine", 0.0)
+    answer = relayed.parse()
     assert (answer.status, answer.text, answer.temperature) == (200, "hi", 0.0) and answer.ttft_s is not None
     assert candidate.payloads[0]["model"] == "cand-engine" and candidate.payloads[0]["messages"] == PAYLOAD["messages"]
 
 
 async def test_a_whole_copy_and_an_engine_that_refuses():
-    answer = await send_copy(engine(), "chat/completions", PAYLOAD, "cand-engine", 0.0)
+    answer = (await send_copy(engine(), "chat/completions", PAYLOAD, "cand-engine", 0.0)).parse()
     assert (answer.status, answer.text, answer.ttft_s) == (200, "hi", None)
 
     class Down(FakeEngine):
@@ -33,4 +34,4 @@ async def test_a_whole_copy_and_an_engine_that_refuses():
             raise EngineUnavailableError("candidate down")
 
     refused = await send_copy(Down("down", asyncio.Event()), "chat/completions", PAYLOAD, "cand-engine", 0.0)
-    assert (refused.ok, refused.status, refused.text) == (False, 503, "")
+    assert (refused.ok, refused.status, refused.parse().text) == (False, 503, "")

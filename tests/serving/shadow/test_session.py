@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.errors import ConflictError, InvalidRequestError, NotFoundError
 from serving.settings import ShadowSettings
-from serving.shadow.answer import Answer
+from serving.shadow.answer import Answer, AnswerAccumulator, RelayedAnswer
 from serving.shadow.session import Shadower
 
 
@@ -179,3 +179,21 @@ async def test_a_run_with_a_duration_ends_by_itself(tmp_path):
         await asyncio.sleep(0.01)
     assert shadower.last_result("chat")["run"]["state"] == "finished"
     assert not shadower.should_mirror("chat", "u")
+
+
+def relayed(text: str) -> RelayedAnswer:
+    """An answer as the pipeline hands it over: the relayed SSE bytes, unparsed."""
+    accumulator = AnswerAccumulator(stream=True, temperature=0.0)
+    accumulator.feed(b'data: {"choices":[{"index":0,"delta":{"content":"' + text.encode() + b'"}}]}\n\n')
+    accumulator.feed(b"data: [DONE]\n\n")
+    return accumulator.answer(200)
+
+
+async def test_relayed_answers_are_parsed_off_the_request_path(shadower):
+    shadower.start("chat", "old", "new", 100)
+    shadower.mirror("chat", "r1", returning(relayed("Arr")), prompt="greet me")
+    shadower.primary_done("chat", "r1", relayed("Arr"))
+    await settle(shadower)
+    results = await shadower.stop("chat")
+    assert results["run"]["comparison"]["exact_match_rate"] == 1.0
+    assert results["samples"] == [{"prompt": "greet me", "primary": "Arr", "candidate": "Arr", "similarity": 1.0}]

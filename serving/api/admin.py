@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, HttpUrl, ValidationError
 
 from serving.api.auth import require_admin
-from serving.api.endpoints import ERROR_RESPONSES, gateway_of
+from serving.api.endpoints import ERROR_RESPONSES, gateway_of, pipeline_of
 from serving.api.shadows import shadows_of
 from serving.errors import InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
@@ -58,7 +58,7 @@ async def admin_models(request: Request) -> ModelList:
 @admin_router.get("/engines", response_model=list[EngineStatus])
 async def admin_engines(request: Request) -> list[EngineStatus]:
     """Every engine and its state, on-demand ones still starting included."""
-    return gateway_of(request).engine_report()
+    return gateway_of(request).engines.report()
 
 
 @admin_router.post("/models/{version}/load", response_model=ModelCard)
@@ -135,7 +135,7 @@ async def operate_rollout(route: str, operation: str, request: Request) -> Rollo
     controller = rollouts_of(request)
     operations = {
         "pause": controller.pause,
-        "resume": controller.resume_rollout,
+        "resume": controller.resume,
         "promote": controller.promote,
         "abort": controller.abort,
     }
@@ -149,11 +149,11 @@ async def set_fault(version: str, profile: FaultProfile, request: Request) -> Fa
     """Make a version misbehave on purpose (only when `faults.enabled`)."""
     if not request.app.state.settings.faults.enabled:
         raise NotFoundError("Fault injection is off (faults.enabled).")
-    gateway_of(request).set_fault(version, profile)
+    pipeline_of(request).faults.set(gateway_of(request).versions.resolve(version).name, profile)
     return profile
 
 
 @admin_router.delete("/faults/{version}")
 async def clear_fault(version: str, request: Request) -> dict[str, str]:
-    gateway_of(request).set_fault(version, None)
+    pipeline_of(request).faults.set(gateway_of(request).versions.resolve(version).name, None)
     return {"cleared": version}

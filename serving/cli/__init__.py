@@ -7,6 +7,7 @@ import typer
 from serving.cli import (
     bench,
     config,
+    deploy,
     keys,
     loadtest,
     models,
@@ -31,6 +32,7 @@ app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(triton.app, name="triton")
 app.add_typer(shadow.app, name="shadow")
 app.add_typer(release.app, name="release")
+app.add_typer(deploy.app, name="deploy")
 app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)
 app.command(name="train")(train.train)

@@ -47,7 +47,7 @@ class RolloutController:
         self.store = store
         self._loops: dict[str, asyncio.Task[None]] = {}
 
-    def resume(self) -> None:
+    def pick_up_unfinished(self) -> None:
         """Pick up every unfinished rollout from the state file (after a restart)."""
         for state in self.store.all():
             if not state.phase.finished:
@@ -159,7 +159,8 @@ class RolloutController:
             raise ConflictError(f"Rollout on `{route}` is {state.phase}; only a progressing rollout can pause.")
         return self._transition(state, Phase.paused, "paused")
 
-    async def resume_rollout(self, route: str) -> RolloutState:
+    async def resume(self, route: str) -> RolloutState:
+        """Un-pause the paused rollout on `route`."""
         state = self.active(route)
         if state.phase is not Phase.paused:
             raise ConflictError(f"Rollout on `{route}` is {state.phase}, not paused.")

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from serving.api.auth import require_admin
 from serving.api.endpoints import ERROR_RESPONSES, gateway_of
-from serving.api.truncation import tokenizer_for
 from serving.errors import InvalidRequestError, ModelNotFoundError
 from serving.gateway import Gateway
+from serving.pipeline.truncation import tokenizer_for
 from serving.protocol import ShadowStartRequest, ShadowStatus
 from serving.shadow.compare import Tokenize, characters
 from serving.shadow.session import Shadower
@@ -37,8 +37,8 @@ def primary_tokenizers(gateway: Gateway) -> Callable[[str], Tokenize]:
     def tokenize_for(primary: str) -> Tokenize:
         if primary not in loaded:
             try:
-                served = gateway.resolve(primary)
-                base = gateway.resolve(served.parent) if served.parent else served
+                served = gateway.versions.resolve(primary)
+                base = gateway.versions.resolve(served.parent) if served.parent else served
                 loaded[primary] = functools.partial(tokenizer_for(base.model.path).encode, add_special_tokens=False)
             except Exception as exc:  # any loading failure leaves the comparison possible, in a coarser unit
                 logger.warning("shadow: no tokenizer for %s (%r): agreement is measured over characters", primary, exc)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
-from serving.api.app import create_app
+from serving.api.app import create_app, serve_gateway
 from serving.backends.ports import free_port_block
 from serving.rollout.controller import RolloutController
 from serving.rollout.gateway_observer import GatewayObserver
@@ -35,8 +35,7 @@ def threaded_stack(
 
     async def startup() -> None:
         gateway = await started_gateway(tmp_path / "state.db", *names)
-        gateway.access_log = False
-        app.state.gateway = gateway
+        serve_gateway(app, gateway)
         store = RolloutStore(connect(tmp_path / "state.db"))
         app.state.rollouts = RolloutController(gateway, GatewayObserver(gateway.metrics.recent), store, tmp_path)
         app.state.loop = asyncio.get_running_loop()

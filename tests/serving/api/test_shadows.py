@@ -17,7 +17,7 @@ from serving.api.shadows import primary_tokenizers, shadows_of
 from serving.rollout.controller import RolloutController
 from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
-from serving.settings import ApiKey, AuthSettings, Settings, ShadowSettings
+from serving.settings import AccessLogSettings, ApiKey, AuthSettings, Settings, ShadowSettings
 from serving.shadow.answer import Answer
 from serving.shadow.compare import characters
 from serving.state import connect
@@ -32,13 +32,15 @@ def settings(tmp_path: Path, auth: bool = False) -> Settings:
         for role, key in (("admin", ADMIN_KEY), ("user", USER_KEY))
     ]
     return Settings(
-        home=tmp_path, shadow=ShadowSettings(out_dir=tmp_path / "shadows"), auth=AuthSettings(keys=keys if auth else [])
+        access_log=AccessLogSettings(enabled=False),
+        home=tmp_path,
+        shadow=ShadowSettings(out_dir=tmp_path / "shadows"),
+        auth=AuthSettings(keys=keys if auth else []),
     )
 
 
 async def stack(tmp_path: Path, auth: bool = False) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
     gateway = await started_gateway(tmp_path / "state.db", "chat", "new")
-    gateway.access_log = False
     await gateway.set_route(Route(name="ab", members=[RouteMember(version="chat", weight=100)]))
     app = create_app(settings(tmp_path, auth), gateway)
     app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
@@ -167,7 +169,8 @@ def test_agreement_is_measured_in_the_primarys_tokens_else_characters(tmp_path):
     base = SimpleNamespace(name="base", parent=None, model=SimpleNamespace(path=word_tokenizer(tmp_path / "base")))
     adapter = SimpleNamespace(name="lora", parent="base", model=SimpleNamespace(path=tmp_path / "no-tokenizer"))
     remote = SimpleNamespace(name="remote", parent=None, model=SimpleNamespace(path=tmp_path / "missing"))
-    gateway = SimpleNamespace(resolve={"base": base, "lora": adapter, "remote": remote}.__getitem__)
+    versions = SimpleNamespace(resolve={"base": base, "lora": adapter, "remote": remote}.__getitem__)
+    gateway = SimpleNamespace(versions=versions)
     tokenize_for = primary_tokenizers(gateway)
     assert tokenize_for("lora")("the cat sat") == [1, 2, 3]  # an adapter primary: its base's tokenizer
     assert tokenize_for("remote") is characters

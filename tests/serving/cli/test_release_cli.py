@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from serving.api.shadows import shadows_of
 from serving.cli import app
 from serving.router.routes import Route, RouteMember
-from serving.settings import Settings, ShadowSettings
+from serving.settings import AccessLogSettings, Settings, ShadowSettings
 from serving.shadow.answer import Answer
 from tests.serving.threaded_stack import in_loop, threaded_stack
 
@@ -33,7 +33,9 @@ async def with_route(served: FastAPI) -> None:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[str, FastAPI]]:
-    settings = Settings(home=tmp_path, shadow=ShadowSettings(out_dir=tmp_path / "shadows"))
+    settings = Settings(
+        home=tmp_path, shadow=ShadowSettings(out_dir=tmp_path / "shadows"), access_log=AccessLogSettings(enabled=False)
+    )
     with threaded_stack(tmp_path, settings, "chat", "new", ready=with_route) as served:
         yield served
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.router.routes import Route, RouteMember
-from serving.settings import Settings, ShadowSettings
+from serving.settings import AccessLogSettings, Settings, ShadowSettings
 from tests.serving.threaded_stack import threaded_stack
 
 runner = CliRunner()
@@ -23,7 +23,9 @@ async def with_route(served: FastAPI) -> None:
 
 @pytest.fixture
 def url(tmp_path: Path) -> Iterator[list[str]]:
-    settings = Settings(home=tmp_path, shadow=ShadowSettings(out_dir=tmp_path / "shadows"))
+    settings = Settings(
+        home=tmp_path, shadow=ShadowSettings(out_dir=tmp_path / "shadows"), access_log=AccessLogSettings(enabled=False)
+    )
     with threaded_stack(tmp_path, settings, "chat", "new", ready=with_route) as (base_url, _):
         yield ["--url", base_url]
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from serving.backends.base import Backend, Endpoint
-from serving.errors import ServekitError
+from serving.errors import OverloadedError, ServekitError
 from serving.shadow.answer import AnswerAccumulator, RelayedAnswer
 
 
@@ -32,6 +32,8 @@ async def send_copy(
                 await chunks.aclose()
         else:
             answer.feed_event(json.dumps(await backend.complete(endpoint, body)).encode())
+    except OverloadedError:
+        raise  # no room for a copy: the Shadower counts it as shed
     except ServekitError as error:
         return answer.answer(error.status_code, error=error.code or type(error).__name__)
     return answer.answer(200)

@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from serving.errors import ConflictError, InvalidRequestError, NotFoundError
+from serving.errors import ConflictError, InvalidRequestError, NotFoundError, OverloadedError
 from serving.router.assign import unit_hash
 from serving.settings import ShadowSettings
 from serving.shadow.answer import Answer, AnyAnswer, parsed
@@ -263,6 +263,10 @@ class Shadower:
             answer = await asyncio.wait_for(send(), self.settings.pair_timeout_s)
         except asyncio.CancelledError:
             raise
+        except OverloadedError:  # the engine had no slot for a copy: load shed, not the candidate's failure
+            run._pending.pop(request_id, None)
+            self._drop(run, "shed")
+            return
         except Exception as exc:  # a copy's failure is the candidate's, counted; never the client's
             answer = Answer(0, time.monotonic() - started, error=type(exc).__name__)
         finally:

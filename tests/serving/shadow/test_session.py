@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from serving.errors import ConflictError, InvalidRequestError, NotFoundError
+from serving.errors import ConflictError, InvalidRequestError, NotFoundError, OverloadedError
 from serving.settings import ShadowSettings
 from serving.shadow.answer import Answer, AnswerAccumulator, RelayedAnswer
 from serving.shadow.session import Shadower
@@ -126,6 +126,14 @@ async def test_a_failing_or_hanging_candidate_never_raises_and_is_counted(tmp_pa
     status = shadower.status("chat")
     assert status["candidate_errors"] == 2 and status["comparison"]["error_rate"] == 1.0
     assert sample(registry, "servekit_shadow_errors_total") == 2
+
+    async def no_room() -> Answer:
+        raise OverloadedError("engine full")
+
+    shadower.mirror("chat", "r3", no_room)
+    await settle(shadower)
+    status = shadower.status("chat")
+    assert status["dropped"]["shed"] == 1 and status["candidate_errors"] == 2  # load shed, not the candidate's fault
 
 
 async def test_shed_cancels_copies_first(shadower, registry):

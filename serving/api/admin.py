@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, HttpUrl, ValidationError
+from pydantic import BaseModel, Field, HttpUrl, ValidationError
 
 from serving.api.auth import require_admin
 from serving.api.endpoints import ERROR_RESPONSES, gateway_of, pipeline_of
+from serving.api.shadows import shadows_of
 from serving.errors import InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
 from serving.protocol import EngineStatus, ModelCard, ModelList
 from serving.rollout.controller import RolloutController
-from serving.rollout.gates import LoadTestGateSpec
+from serving.rollout.gates import LoadTestGateSpec, ShadowGate
 from serving.rollout.policy import RolloutConfig, RolloutState
 from serving.router.routes import Route, RouteMember
 
@@ -39,6 +40,10 @@ class RolloutRequest(BaseModel):
     pre_rollout_webhook: HttpUrl | None = None
     step_webhook: HttpUrl | None = None
     load_test_gate: LoadTestGateSpec | None = None
+    require_shadow: str | None = Field(
+        None,
+        description='Thresholds the last shadow run of the canary must meet, e.g. "agreement>=0.9,error_rate<=0.01".',
+    )
 
 
 def rollouts_of(request: Request) -> RolloutController:
@@ -100,6 +105,10 @@ async def rollback_route(name: str, body: RollbackBody, request: Request) -> Rou
 
 @admin_router.post("/rollouts/{route}", response_model=RolloutState)
 async def start_rollout(route: str, body: RolloutRequest, request: Request) -> RolloutState:
+    shadow_gate = None
+    if body.require_shadow is not None:
+        last = shadows_of(request.app).last_result(route)
+        shadow_gate = ShadowGate(body.require_shadow, last["run"] if last else None)
     return await rollouts_of(request).start(
         route,
         body.canary,
@@ -107,6 +116,7 @@ async def start_rollout(route: str, body: RolloutRequest, request: Request) -> R
         pre_rollout_webhook=str(body.pre_rollout_webhook) if body.pre_rollout_webhook else None,
         step_webhook=str(body.step_webhook) if body.step_webhook else None,
         load_test_gate=body.load_test_gate,
+        shadow_gate=shadow_gate,
     )
 
 

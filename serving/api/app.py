@@ -10,6 +10,7 @@ from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.endpoints import completion_router, engine_router, fallback_router, openai_router, ops_router
 from serving.api.errors import install_error_handlers
 from serving.api.request_id import RequestIdMiddleware
+from serving.api.shadows import shadow_router
 from serving.gateway import Gateway
 from serving.pipeline.dispatch import Pipeline
 from serving.settings import Settings
@@ -31,6 +32,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(ops_router)
     app.include_router(admin_router)
+    app.include_router(shadow_router)
     app.include_router(fallback_router)
     return app
 

@@ -12,9 +12,11 @@ from serving.cli import (
     loadtest,
     models,
     observe,
+    release,
     rollout,
     routes,
     serve,
+    shadow,
     soak,
     train,
     triton,
@@ -28,6 +30,8 @@ app.add_typer(rollout.app, name="rollout")
 app.add_typer(keys.app, name="keys")
 app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(triton.app, name="triton")
+app.add_typer(shadow.app, name="shadow")
+app.add_typer(release.app, name="release")
 app.add_typer(deploy.app, name="deploy")
 app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)

@@ -27,6 +27,10 @@ def make_app(tokens: int, fail_every: int = 0) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def stats(_: web.Request) -> web.Response:
+        """How many generations it received: the ground truth a load test's own count is checked against."""
+        return web.json_response({"generations": served})
+
     async def models(_: web.Request) -> web.Response:
         card = {"id": "fake", "object": "model", "created": int(time.time()), "root": VERSION, "ready": True}
         return web.json_response({"object": "list", "data": [card]}, headers={"x-servekit-version": VERSION})
@@ -57,6 +61,7 @@ def make_app(tokens: int, fail_every: int = 0) -> web.Application:
     app = web.Application()
     app.router.add_get("/health", health)  # lets servekit use it as an engine (`engine.url`)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/stats", stats)
     app.router.add_post("/v1/chat/completions", generate)
     app.router.add_post("/v1/completions", generate)
     return app

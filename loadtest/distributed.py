@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,11 +88,22 @@ class Master:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     flushed: set[str] = field(default_factory=set)
     level: int = 0
+    port: int = 0
 
-    def start(self, on_wait: Any) -> MasterRunner:
-        """Bind, start local workers if asked, and return once all workers are connected."""
-        port = self.distribution.port or free_port()
-        self.runner = self.environment.create_master_runner(self.distribution.bind_host, port)
+    def start(self, on_wait: Callable[[int, int], None]) -> MasterRunner:
+        """Bind, start local workers if asked, and return once all workers are connected (`on_wait(connected,
+        port)` on each change meanwhile); on failure nothing is left running."""
+        self.port = self.distribution.port or free_port()
+        self.runner = self.environment.create_master_runner(self.distribution.bind_host, self.port)
+        try:
+            return self._start(on_wait)
+        except BaseException:
+            self.runner.quit()
+            self._reap()
+            raise
+
+    def _start(self, on_wait: Callable[[int, int], None]) -> MasterRunner:
+        port = self.port
         self.runner.register_message(FINAL_MESSAGE, self.on_final)
         self.environment.events.worker_report.add_listener(self.on_report)
         if self.distribution.local:
@@ -135,12 +147,17 @@ class Master:
 
         shape.tick = announcing
 
-    def finish(self) -> None:
-        """Wait for every worker's last records, then quit Locust and reap local workers."""
+    def finish(self) -> int:
+        """Wait for every worker's last records, then quit Locust and reap local workers; how many workers never
+        sent their last records (died, or cut off by the timeout: their last few seconds are missing)."""
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         while len(self.flushed) < self.distribution.workers and time.monotonic() < deadline:
             gevent.sleep(0.1)
         self.runner.quit()
+        self._reap()
+        return max(0, self.distribution.workers - len(self.flushed))
+
+    def _reap(self) -> None:
         for process in self.processes:
             process.terminate()  # a stopped Locust worker idles for stop_timeout before it would quit
         for process in self.processes:

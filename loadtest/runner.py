@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import gevent
 import httpx
 from locust.env import Environment
-from locust.runners import STATE_STOPPED
+from locust.runners import STATE_STOPPED, Runner
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -163,8 +163,23 @@ def run(config: RunConfig, console: Console, distribution: Distribution | None =
         console.print(f"{distribution.workers} workers connected")
     collector.reset()
     t0 = collector.started_at
-    deadline = time.monotonic() + config.duration_s + STOP_TIMEOUT_S + 5
     runner.start_shape()
+    try:
+        follow(runner, collector, config, console)
+    finally:  # also on Ctrl-C: local workers must not outlive the run
+        if master is None:
+            runner.quit()
+        else:
+            runner.stop()
+            if missing := master.finish():
+                console.print(f"[yellow]warning:[/yellow] {missing} workers did not hand over their last records")
+    wall_s = time.time() - t0
+    return write_outputs(config.out, collector.records, config.describe(), t0, wall_s, objectives)
+
+
+def follow(runner: Runner, collector: Collector, config: RunConfig, console: Console) -> None:
+    """Show progress until the shape ends, max requests are done, or the run overstays its deadline."""
+    deadline = time.monotonic() + config.duration_s + STOP_TIMEOUT_S + 5
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, auto_refresh=False
     ) as progress:
@@ -176,20 +191,13 @@ def run(config: RunConfig, console: Console, distribution: Distribution | None =
             done = collector.records
             errors = sum(not r.ok for r in done)
             tokens = sum(r.output_tokens for r in done)
-            elapsed = time.time() - t0
+            elapsed = time.time() - collector.started_at
             progress.update(
                 task, completed=min(elapsed, config.duration_s),
                 description=f"{runner.user_count:>3} users  {len(done):>5} requests  {errors} errors  "
                 f"{tokens / max(elapsed, 1e-9):7.1f} tok/s",
             )  # fmt: skip
             progress.refresh()
-    if master:
-        runner.stop()
-        master.finish()
-    else:
-        runner.quit()
-    wall_s = time.time() - t0
-    return write_outputs(config.out, collector.records, config.describe(), t0, wall_s, objectives)
 
 
 def worker_settings(config: RunConfig, workers: int) -> dict[str, Any]:

@@ -90,6 +90,13 @@ def test_the_request_budget_is_split_over_the_workers(fake_url, tmp_path):
     assert received(fake_url) - before == 7
 
 
+def test_poisson_arrivals_split_over_workers_still_add_up_to_the_rate(fake_url, tmp_path):
+    finished = loadtest(fake_url, tmp_path, "--workers", "2", "--shape", "poisson", "--rate", "40", "--users", "16",
+                        "--duration", "6s")  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    assert 0.7 * 40 * 6 <= json.loads((tmp_path / "results.json").read_text())["overall"]["requests"] <= 1.3 * 40 * 6
+
+
 def test_a_master_runs_the_workers_that_connect_to_it(fake_url, tmp_path):
     """`--master --workers 1` binds a port and waits; `--worker --master-host H` joins from anywhere."""
     port = str(free_port())

@@ -23,11 +23,15 @@ from serving.backends.supervisor import EngineSupervisor
 from serving.errors import OverloadedError
 from serving.metrics.prometheus import GatewayMetrics
 from serving.protocol import EngineStatus
+from serving.registry.capacity import capacity_profile, in_flight_cap
 from serving.registry.store import RegisteredModel
 from serving.settings import Settings
 from serving.versions import ServedVersion, ServedVersions
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT = 256
+"""An engine's in-flight cap when none is set and its version was never profiled."""
 
 
 def managed_engine(
@@ -36,7 +40,8 @@ def managed_engine(
     """`model` served as `name` by a managed engine of kind `engine` (not started yet)."""
     backend = create_backend(settings, engine, model.path, name, port)
     supervisor = EngineSupervisor(backend, supervision_settings(settings, engine), settings.warmup)
-    return ServedVersion(name, model, supervisor, max_model_len(settings, engine), name)
+    capacity = capacity_profile(model)
+    return ServedVersion(name, model, supervisor, max_model_len(settings, engine), name, capacity=capacity)
 
 
 def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
@@ -51,12 +56,16 @@ class Engines:
         versions: ServedVersions,
         configured: Iterable[ServedVersion],
         metrics: GatewayMetrics,
-        max_in_flight: int = 0,
+        max_in_flight: int | None = None,
+        capacity_margin: float = 0.9,
     ) -> None:
         self.versions = versions
         self.metrics = metrics
         self.max_in_flight = max_in_flight
-        """Requests one engine takes at once before the next is shed (0: no cap)."""
+        """Requests one engine takes at once before the next is shed (0: no cap; None: from its profile)."""
+        self.capacity_margin = capacity_margin
+        self.caps: dict[str, int] = {}
+        """Each engine's cap: the explicit one, else its base's capacity knee x margin, else DEFAULT_MAX_IN_FLIGHT."""
         self.bases: dict[str, ServedVersion] = {}
         self.in_flight: collections.Counter[str] = collections.Counter()
         self._idle: dict[str, asyncio.Event] = {}
@@ -105,10 +114,9 @@ class Engines:
         if not served.supervisor.ready:
             raise served.supervisor.unavailable()
         engine = served.engine
-        if self.max_in_flight and self.in_flight[engine] >= self.max_in_flight:
+        if (cap := self.caps.get(engine, 0)) and self.in_flight[engine] >= cap:
             raise OverloadedError(
-                f"Engine `{engine}` is at its limit of {self.max_in_flight} requests in flight; retry shortly.",
-                retry_after_s=1,
+                f"Engine `{engine}` is at its limit of {cap} requests in flight; retry shortly.", retry_after_s=1
             )
         self.in_flight[engine] += 1
         self.metrics.in_flight.labels(served.model.name, served.version).inc()
@@ -127,6 +135,8 @@ class Engines:
     def add(self, base: ServedVersion) -> None:
         base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))
         self.bases[base.name] = base
+        profiled = in_flight_cap(base.capacity, self.capacity_margin)
+        self.caps[base.name] = next(c for c in (self.max_in_flight, profiled, DEFAULT_MAX_IN_FLIGHT) if c is not None)
         self.versions.add(base)
 
     def drop(self, name: str) -> ServedVersion:
@@ -134,6 +144,7 @@ class Engines:
         for adapter in self.versions.riding_on(name):
             self.versions.remove(adapter.name)
         self.versions.remove(name)
+        self.caps.pop(name, None)
         return self.bases.pop(name)
 
     async def drained(self, name: str, timeout_s: float) -> None:

@@ -37,7 +37,8 @@ class Gateway:
         lora: LoraCapacity = LoraCapacity(0),
         engine_factory: EngineFactory | None = None,
         on_demand: OnDemandSettings | None = None,
-        max_in_flight: int = 0,
+        max_in_flight: int | None = 0,
+        capacity_margin: float = 0.9,
     ) -> None:
         """Configured `bases` (each on an engine of its own) and `adapters` on them; route members not served
         yet (from the config or the state file) are made servable again: bases get their on-demand engine back
@@ -46,7 +47,7 @@ class Gateway:
         self.lora = lora
         self.metrics = GatewayMetrics()
         self.versions = ServedVersions()
-        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight)
+        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin)
         self.on_demand = OnDemandEngines(self.engines, engine_factory, on_demand or OnDemandSettings())
         for adapter in adapters:
             self.versions.add(adapter_version(adapter, self.engines.bases.values(), lora))
@@ -84,6 +85,7 @@ class Gateway:
             engine_factory=functools.partial(on_demand_engine, settings),
             on_demand=settings.on_demand,
             max_in_flight=settings.limits.max_in_flight_per_engine,
+            capacity_margin=settings.limits.capacity_margin,
         )
 
     def _restore_routed_versions(self) -> None:
@@ -205,7 +207,7 @@ class Gateway:
 
     def model_list(self) -> ModelList:
         """Every callable name: served versions, then routes."""
-        return model_cards(self.versions, self.router.routes.values(), self.engines.configured)
+        return model_cards(self.versions, self.router.routes.values(), self.engines.configured, self.engines.caps)
 
 
 def _route(name: str, members: list[RouteMember]) -> Route:

@@ -217,6 +217,10 @@ class ModelCard(BaseModel):
     engine: str = Field(description="Which engine serves this version (vllm, triton).")
     ready: bool
     on_demand: bool = Field(False, description="A base engine started for a route; stopped when no route uses it.")
+    max_in_flight: int | None = Field(
+        None, description="Requests its engine runs at once before the next is shed (None: no cap)."
+    )
+    capacity: CapacityKnee | None = Field(None, description="The knee of its capacity profile, if it was profiled.")
 
 
 class ModelList(BaseModel):
@@ -317,3 +321,6 @@ class CapacityProfile(BaseModel):
     machine: dict[str, Any] = Field(default_factory=dict)
     knee: CapacityKnee | None = Field(None, description="None: no measured load met the SLO.")
     curve: list[CapacityPoint]
+
+
+ModelCard.model_rebuild()  # `capacity` names a model defined further down

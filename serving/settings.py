@@ -200,8 +200,11 @@ class LimitsSettings(BaseModel):
     tokens_per_minute: int = Field(
         0, ge=0, description="Prompt + completion tokens per API key and minute; 0: unlimited. 429 beyond it."
     )
-    max_in_flight_per_engine: int = Field(
-        256, ge=0, description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap)."
+    max_in_flight_per_engine: int | None = Field(
+        None,
+        ge=0,
+        description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap). Unset: "
+        "the version's capacity knee × capacity_margin when it was profiled (`servekit capacity`), else 256.",
     )
     capacity_margin: float = Field(
         0.9,

@@ -46,6 +46,18 @@ class ModelRequest(BaseModel):
         """The most tokens the client asked to generate."""
         return None
 
+    def cap_output(self, most: int) -> bool:
+        """Generate at most `most` new tokens (a degraded route's cap); True when that lowered the budget. A
+        request kind without an output (embeddings, tokenize) is left alone."""
+        fields = type(self).model_fields
+        limit = next((name for name in ("max_tokens", "max_output_tokens") if name in fields), None)
+        if limit is None or (self.output_budget is not None and self.output_budget <= most):
+            return False
+        setattr(self, limit, most)
+        if getattr(self, "max_completion_tokens", None) is not None:
+            self.max_completion_tokens = most
+        return True
+
     @property
     def message_count(self) -> int:
         return 1

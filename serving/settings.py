@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV_VAR = "SERVEKIT_CONFIG"
@@ -231,6 +231,35 @@ class ApiKey(BaseModel):
     models: list[str] = Field(default_factory=list, description="Routes/versions it may call; empty: all.")
     requests_per_minute: int | None = Field(None, ge=0, description="Overrides limits.requests_per_minute.")
     tokens_per_minute: int | None = Field(None, ge=0, description="Overrides limits.tokens_per_minute.")
+    priority: int = Field(1, description="Under overload a route's `shed_priority` step sheds keys below a level.")
+
+
+class DegradeStep(BaseModel):
+    """One rung of a route's degradation ladder: entered when its signal has been over its level for `enter_s`,
+    left (with everything above it) when the signal has stayed under `level x exit_ratio` for `exit_s`."""
+
+    action: Literal["cap_tokens", "fallback", "shed_priority", "shed_all"]
+    signal: Literal["in_flight", "waiting", "ttft_p95_s"] = Field(
+        description="in_flight: requests the route's engines run now; waiting: their engines' "
+        "vllm:num_requests_waiting; ttft_p95_s: the route's TTFT p95 over the last 30 s."
+    )
+    over: float = Field(gt=0, description="The signal's level that starts this step.")
+    enter_s: float = Field(2.0, ge=0, description="How long the signal must stay over `over` to enter.")
+    exit_ratio: float = Field(0.8, gt=0, le=1, description="Hysteresis: leave under over x exit_ratio ...")
+    exit_s: float = Field(5.0, ge=0, description="... held this long.")
+    max_tokens: int | None = Field(None, ge=1, description="cap_tokens: the most new tokens a request gets.")
+    to: str | None = Field(None, description="fallback: the cheaper version that takes `share` of new requests.")
+    share: float = Field(0.5, gt=0, le=1, description="fallback: the share of new requests sent `to` it.")
+    below_priority: int | None = Field(
+        None, description="shed_priority: callers whose key's priority is below this get 503 (anonymous: 0)."
+    )
+
+    @model_validator(mode="after")
+    def _action_has_its_argument(self) -> DegradeStep:
+        needed = {"cap_tokens": "max_tokens", "fallback": "to", "shed_priority": "below_priority"}.get(self.action)
+        if needed is not None and getattr(self, needed) is None:
+            raise ValueError(f"a `{self.action}` step needs `{needed}`")
+        return self
 
 
 class AuthSettings(BaseModel):
@@ -315,6 +344,11 @@ class Settings(BaseSettings):
         "(without one: 503 with Retry-After).",
     )
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    degrade: dict[str, list[DegradeStep]] = Field(
+        default_factory=dict,
+        description="Per route or version name: the degradation ladder under overload, gentlest step first.",
+    )
+    degrade_interval_s: float = Field(1.0, gt=0, description="How often the ladders read their signals.")
 
     @classmethod
     def settings_customise_sources(

@@ -32,7 +32,7 @@ async def authenticate(request: Request) -> Principal:
         stored = keys.get(key_digest(key.strip()))
         if stored is None:
             raise AuthenticationError("Invalid API key.")
-        principal = Principal(stored.id, stored.role, tuple(stored.models))
+        principal = Principal(stored.id, stored.role, tuple(stored.models), stored.priority)
     request.state.principal = principal
     return principal
 

@@ -112,6 +112,7 @@ async def ready(request: Request) -> JSONResponse:
         "status": "ready" if is_ready else "not_ready",
         "engines": gateway.engines.states(),
         "breakers": pipeline_of(request).breakers.states(),
+        "degradation": pipeline_of(request).degrader.status(),
     }
     headers = {} if is_ready else {"Retry-After": str(request.app.state.settings.warmup.retry_after_s)}
     return JSONResponse(body, status_code=200 if is_ready else 503, headers=headers)

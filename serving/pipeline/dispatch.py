@@ -1,6 +1,7 @@
 """A request's whole life, top to bottom, in `Pipeline.serve`:
 
-authorize → input limits → choose the version (pin, route, breaker fallback) → prompt policy → rate admission
+authorize → input limits → choose the version (pin, route, breaker fallback) → the route's degradation steps
+(shed, cheaper version, capped max_tokens) → prompt policy → rate admission
 → in-flight admission (copies to a shadow candidate shed first) → a copy to the shadow candidate, not waited
 for → injected fault → engine call → relay (stream) or answer → give back, settle, record (and hand the
 primary's answer to the shadow comparison).
@@ -26,11 +27,13 @@ from serving.gateway import Gateway
 from serving.metrics.access_log import write_access_log
 from serving.metrics.stats import RequestStats
 from serving.pipeline.choice import CLIENT_CLOSED_REQUEST, VersionChoice
+from serving.pipeline.degrade import Degrader
 from serving.pipeline.input_limits import check_input_limits
 from serving.pipeline.principal import Principal
 from serving.pipeline.prompt_policy import apply_prompt_policy
 from serving.pipeline.ratelimit import Admission, RateLimiter, rate_limits
 from serving.pipeline.relay import CompletionEvents, ResponseEvents, count_usage, relay
+from serving.pipeline.signals import RouteSignals
 from serving.protocol import ModelRequest
 from serving.router.breaker import Breakers
 from serving.settings import Settings
@@ -42,6 +45,7 @@ from serving.versions import ServedVersion
 VERSION_HEADER = "x-servekit-version"
 FALLBACK_HEADER = "x-servekit-fallback"
 TRUNCATED_HEADER = "x-servekit-truncated-messages"
+DEGRADED_HEADER = "x-servekit-degraded"
 DEFAULT_OUTPUT_ESTIMATE = 256
 """Tokens a request without max_tokens is charged up front (settled against its real usage afterwards)."""
 
@@ -126,6 +130,10 @@ class Pipeline:
         self.breakers = Breakers(settings.breaker.consecutive_failures, settings.breaker.open_s)
         self.choice = VersionChoice(gateway.router, gateway.versions, self.breakers, dict(settings.fallbacks))
         self.faults = Faults()
+        needed = {route: {step.signal for step in steps} for route, steps in settings.degrade.items()}
+        self.degrader = Degrader(
+            settings.degrade, RouteSignals(gateway, needed), gateway.metrics.registry, settings.degrade_interval_s
+        )
         self.access_log = settings.access_log.enabled
 
     async def serve(self, call: Call) -> Answer:
@@ -133,12 +141,13 @@ class Pipeline:
         call.principal.check_model(body.model)
         check_input_limits(body, self.limits)
         served, fallback = self.choice.choose(body.model, call.sticky_key, call.pinned)
+        served, degraded = self.degrader.apply(body, call.principal, served, self.gateway.versions)
         dropped = await apply_prompt_policy(body, served, self.gateway.versions, self.limits)
         admission = self.limiter.admit(
             call.principal.key_id,
             lambda: body.prompt_tokens_estimate() + (body.output_budget or DEFAULT_OUTPUT_ESTIMATE),
         )
-        headers = _headers(served, admission, fallback, dropped)
+        headers = _headers(served, admission, fallback, dropped, degraded)
         stats = RequestStats(
             route=body.model, request_id=call.request_id, key_id=call.principal.key_id, stream=body.stream,
             model=served.model.name, version=served.version,
@@ -231,8 +240,12 @@ class Pipeline:
             write_access_log(stats)
 
 
-def _headers(served: ServedVersion, admission: Admission | None, fallback: bool, dropped: int) -> dict[str, str]:
+def _headers(
+    served: ServedVersion, admission: Admission | None, fallback: bool, dropped: int, degraded: list[str]
+) -> dict[str, str]:
     headers = {VERSION_HEADER: served.version, **(admission.headers if admission else {})}
+    if degraded:
+        headers[DEGRADED_HEADER] = ",".join(degraded)
     if fallback:
         headers[FALLBACK_HEADER] = "1"
     if dropped:

@@ -1,7 +1,7 @@
 """A real overload walks a route's degradation ladder up and down: a gateway in front of the session's engine,
 route `chat` on an adapter, more concurrent long streams on that engine than the ladder's levels. Requests
-entering at each step get its treatment (capped answers, the cheaper base version, priority shedding), no running stream fails,
-and once the load is gone the route is normal again."""
+entering at each step get its treatment (capped answers, the cheaper base version, priority shedding), no
+running stream fails, and once the load is gone the route is normal again."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from serving.bench.section import BenchContext, SectionResult
 from serving.bench.session import ServekitSession
 from serving.settings import Settings
 
-SECTIONS = ("router", "training", "gateway", "baseline", "lora", "triton")
+SECTIONS = ("router", "training", "gateway", "baseline", "lora", "triton", "capacity")
 """`all`, in an order that starts the shared servekit as late as possible (router and training need none)."""
 console = Console()
 

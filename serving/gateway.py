@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from pydantic import ValidationError
 
@@ -45,6 +45,8 @@ class Gateway:
         (started with the others by `start`), then adapters are admitted, possibly onto those bases."""
         self.router = router
         self.lora = lora
+        self.kept_by: list[Callable[[], Iterable[str]]] = []
+        """Other users of versions (a shadow run's candidate): what they name is never retired."""
         self.metrics = GatewayMetrics()
         self.versions = ServedVersions()
         self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin)
@@ -201,7 +203,7 @@ class Gateway:
         """Versions that routes (and, with `held`, changes under way) use, with the bases their adapters ride on."""
         names = {v for route in self.router.routes.values() for v in route.versions}
         if held:
-            names |= self.on_demand.held()
+            names |= self.on_demand.held() | {name for kept in self.kept_by for name in kept()}
         served = [s for name in names if (s := self.versions.find(name)) is not None]
         return names | {s.engine for s in served}
 

@@ -259,3 +259,18 @@ async def test_a_rollout_to_a_base_canary_starts_it_and_promotion_or_abort_retir
     assert gateway.versions["merged:v3"].supervisor.ready and "base" in gateway.engines.bases
     await rollouts.stop()
     await gateway.stop()
+
+
+async def test_a_version_kept_by_another_user_is_not_retired_until_it_lets_go(tmp_path):
+    engines = Engines()
+    gateway = await make_gateway(tmp_path, engines)
+    shadowed: set[str] = set()
+    gateway.kept_by.append(lambda: shadowed)
+    await gateway.prepare("new:v2")  # e.g. a shadow run's candidate
+    shadowed.add("new:v2")
+    await gateway.set_route(route("chat", base=100))  # a change: retires what nothing uses
+    assert gateway.versions["new:v2"].supervisor.ready, "retired while a shadow run still copies to it"
+    shadowed.clear()
+    await gateway.delete_route("chat")
+    assert "new:v2" not in gateway.versions
+    await gateway.stop()

@@ -263,6 +263,7 @@ async def test_a_rollout_to_a_base_canary_starts_it_and_promotion_or_abort_retir
 
 async def test_a_version_kept_by_another_user_is_not_retired_until_it_lets_go(tmp_path):
     engines = Engines()
+    engines.healthy.set()
     gateway = await make_gateway(tmp_path, engines)
     shadowed: set[str] = set()
     gateway.kept_by.append(lambda: shadowed)

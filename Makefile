@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(DEVICE)
 CONSTRAINTS := -c constraints/common.txt -c constraints/$(DEVICE).txt
 PYTEST_ARGS ?=
 
-.PHONY: setup prometheus triton-setup vllm-router-setup serve observe test bench lint clean
+.PHONY: setup prometheus chromium triton-setup vllm-router-setup serve observe test bench lint clean
 
 setup: $(STAMP) prometheus
 	@# Idempotent: about a second when the default model is already registered.
@@ -22,6 +22,10 @@ setup: $(STAMP) prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 prometheus:
 	command -v prometheus >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus)
+
+# Debian's chromium: the release-report test renders the report headless and checks every image loads.
+chromium:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
 $(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -54,7 +58,7 @@ serve: setup $(if $(filter triton,$(ENGINE)),triton-setup)
 observe: setup
 	$(BIN)/servekit observe --url http://127.0.0.1:$(PORT)
 
-test: setup triton-setup
+test: setup triton-setup chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

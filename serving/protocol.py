@@ -46,6 +46,18 @@ class ModelRequest(BaseModel):
         """The most tokens the client asked to generate."""
         return None
 
+    def cap_output(self, most: int) -> bool:
+        """Generate at most `most` new tokens (a degraded route's cap); True when that lowered the budget. A
+        request kind without an output (embeddings, tokenize) is left alone."""
+        fields = type(self).model_fields
+        limit = next((name for name in ("max_tokens", "max_output_tokens") if name in fields), None)
+        if limit is None or (self.output_budget is not None and self.output_budget <= most):
+            return False
+        setattr(self, limit, most)
+        if getattr(self, "max_completion_tokens", None) is not None:
+            self.max_completion_tokens = most
+        return True
+
     @property
     def message_count(self) -> int:
         return 1
@@ -217,6 +229,10 @@ class ModelCard(BaseModel):
     engine: str = Field(description="Which engine serves this version (vllm, triton).")
     ready: bool
     on_demand: bool = Field(False, description="A base engine started for a route; stopped when no route uses it.")
+    max_in_flight: int | None = Field(
+        None, description="Requests its engine runs at once before the next is shed (None: no cap)."
+    )
+    capacity: CapacityKnee | None = Field(None, description="The knee of its capacity profile, if it was profiled.")
 
 
 class ModelList(BaseModel):
@@ -245,3 +261,78 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class ShadowStartRequest(BaseModel):
+    """`POST /admin/shadows/{route}`: copy `percent` % of the route's sticky keys to `candidate`."""
+
+    candidate: str = Field(min_length=1, description="The version to shadow (served name or registry tag).")
+    percent: float = Field(gt=0, le=100, description="Share of the route's sticky keys mirrored, in (0, 100].")
+    max_in_flight: int | None = Field(None, ge=1, description="Copies in flight at most (shadow.max_in_flight).")
+    duration_s: float | None = Field(None, gt=0, description="Stop by itself after this long; unset: until stopped.")
+
+
+class ShadowStatus(BaseModel):
+    """A shadow run and its comparison so far (ratios are candidate / primary)."""
+
+    route: str
+    primary: str
+    candidate: str
+    percent: float
+    max_in_flight: int
+    duration_s: float | None
+    started_at: float
+    ends_at: float | None
+    stopped_at: float | None
+    state: Literal["running", "finished"]
+    mirrored: int
+    dropped: dict[str, int]
+    in_flight: int
+    candidate_errors: int
+    comparison: dict[str, float | int | None]
+    report: str | None = Field(None, description="The run's report.html, once finished.")
+
+
+class CapacityKnee(BaseModel):
+    """The goodput-optimal load a version sustains within its SLO (`servekit capacity`)."""
+
+    concurrency: int = Field(ge=1, description="Closed-loop users at the knee: the in-flight requests it sustains.")
+    request_rate: float = Field(description="Successful requests/s at the knee.")
+    goodput_rate: float = Field(description="Requests/s at the knee that met every per-request SLO clause.")
+    ttft_p95: float | None = None
+    itl_p95: float | None = None
+    max_arrival_rate: float | None = Field(None, description="Highest open-loop arrival rate (req/s) that met the SLO.")
+
+
+class CapacityPoint(BaseModel):
+    """One measured load level of a capacity sweep."""
+
+    mode: Literal["closed", "open"]
+    concurrency: int
+    offered_rate: float | None = None
+    requests: int
+    request_rate: float
+    goodput_rate: float
+    error_rate: float
+    ttft_p95: float | None = None
+    itl_p95: float | None = None
+    latency_p95: float | None = None
+    breaches: list[str] = Field(default_factory=list)
+    meets_slo: bool
+
+
+class CapacityProfile(BaseModel):
+    """What a version sustains within an SLO, measured on one machine: profile.json, stored with the version."""
+
+    schema_version: int
+    version: str
+    created_at: str
+    slo: list[str]
+    run: dict[str, Any] = Field(default_factory=dict, description="How each point was loaded (tokens, duration).")
+    engine: dict[str, Any] = Field(default_factory=dict, description="The engine as the server reported it.")
+    machine: dict[str, Any] = Field(default_factory=dict)
+    knee: CapacityKnee | None = Field(None, description="None: no measured load met the SLO.")
+    curve: list[CapacityPoint]
+
+
+ModelCard.model_rebuild()  # `capacity` names a model defined further down

@@ -284,8 +284,18 @@ class LimitsSettings(BaseModel):
     tokens_per_minute: int = Field(
         0, ge=0, description="Prompt + completion tokens per API key and minute; 0: unlimited. 429 beyond it."
     )
-    max_in_flight_per_engine: int = Field(
-        256, ge=0, description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap)."
+    max_in_flight_per_engine: int | None = Field(
+        None,
+        ge=0,
+        description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap). Unset: "
+        "the version's capacity knee × capacity_margin when it was profiled (`servekit capacity`), else 256.",
+    )
+    capacity_margin: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of a version's measured capacity knee (`servekit capacity`) used as its in-flight cap "
+        "and autoscaling target where no explicit cap is set: headroom for variance the sweep did not see.",
     )
 
 
@@ -305,6 +315,35 @@ class ApiKey(BaseModel):
     models: list[str] = Field(default_factory=list, description="Routes/versions it may call; empty: all.")
     requests_per_minute: int | None = Field(None, ge=0, description="Overrides limits.requests_per_minute.")
     tokens_per_minute: int | None = Field(None, ge=0, description="Overrides limits.tokens_per_minute.")
+    priority: int = Field(1, description="Under overload a route's `shed_priority` step sheds keys below a level.")
+
+
+class DegradeStep(BaseModel):
+    """One rung of a route's degradation ladder: entered when its signal has been over its level for `enter_s`,
+    left (with everything above it) when the signal has stayed under `level x exit_ratio` for `exit_s`."""
+
+    action: Literal["cap_tokens", "fallback", "shed_priority", "shed_all"]
+    signal: Literal["in_flight", "waiting", "ttft_p95_s"] = Field(
+        description="in_flight: requests the route's engines run now; waiting: their engines' "
+        "vllm:num_requests_waiting; ttft_p95_s: the route's TTFT p95 over the last 30 s."
+    )
+    over: float = Field(gt=0, description="The signal's level that starts this step.")
+    enter_s: float = Field(2.0, ge=0, description="How long the signal must stay over `over` to enter.")
+    exit_ratio: float = Field(0.8, gt=0, le=1, description="Hysteresis: leave under over x exit_ratio ...")
+    exit_s: float = Field(5.0, ge=0, description="... held this long.")
+    max_tokens: int | None = Field(None, ge=1, description="cap_tokens: the most new tokens a request gets.")
+    to: str | None = Field(None, description="fallback: the cheaper version that takes `share` of new requests.")
+    share: float = Field(0.5, gt=0, le=1, description="fallback: the share of new requests sent `to` it.")
+    below_priority: int | None = Field(
+        None, description="shed_priority: callers whose key's priority is below this get 503 (anonymous: 0)."
+    )
+
+    @model_validator(mode="after")
+    def _action_has_its_argument(self) -> DegradeStep:
+        needed = {"cap_tokens": "max_tokens", "fallback": "to", "shed_priority": "below_priority"}.get(self.action)
+        if needed is not None and getattr(self, needed) is None:
+            raise ValueError(f"a `{self.action}` step needs `{needed}`")
+        return self
 
 
 class AuthSettings(BaseModel):
@@ -337,6 +376,21 @@ class ObservabilitySettings(BaseModel):
     retention: str = Field("15d", pattern=PROMETHEUS_DURATION, description="--storage.tsdb.retention.time.")
     data_dir: Path | None = Field(None, description="Config and TSDB directory; `<home>/prometheus` when unset.")
     url: HttpUrl | None = Field(None, description="An external Prometheus to query instead of starting one.")
+
+
+class ShadowSettings(BaseModel):
+    """Shadow traffic: copies of a route's requests sent to a candidate version and compared, never answered."""
+
+    keep_samples: bool = Field(
+        False, description="Keep a few prompts and both completions side by side, in the shadow's report only."
+    )
+    max_samples: int = Field(20, ge=0, description="Side-by-side samples kept per run when keep_samples is on.")
+    max_in_flight: int = Field(8, ge=1, description="Copies in flight per run when a start does not say.")
+    pair_timeout_s: float = Field(
+        120.0, gt=0, description="A copy or primary whose other half has not finished by then is given up."
+    )
+    max_pairs: int = Field(10_000, ge=1, description="Compared pairs kept per run (the oldest are dropped).")
+    out_dir: Path | None = Field(None, description="Where runs write results.json and report.html; `<home>/shadows`.")
 
 
 class Settings(BaseSettings):
@@ -374,6 +428,12 @@ class Settings(BaseSettings):
         description="Route -> version that serves the route's traffic while the chosen version's breaker is open "
         "(without one: 503 with Retry-After).",
     )
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    degrade: dict[str, list[DegradeStep]] = Field(
+        default_factory=dict,
+        description="Per route or version name: the degradation ladder under overload, gentlest step first.",
+    )
+    degrade_interval_s: float = Field(1.0, gt=0, description="How often the ladders read their signals.")
 
     @classmethod
     def settings_customise_sources(
@@ -398,6 +458,10 @@ class Settings(BaseSettings):
     @property
     def prometheus_dir(self) -> Path:
         return (self.observe.data_dir or self.home / "prometheus").resolve()
+
+    @property
+    def shadows_dir(self) -> Path:
+        return (self.shadow.out_dir or self.home / "shadows").resolve()
 
 
 def config_path() -> Path:

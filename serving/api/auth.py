@@ -5,28 +5,12 @@ Keys are compared by SHA-256, so the configuration never holds a usable key."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from fastapi import Request
 
 from serving.errors import AuthenticationError, PermissionDeniedError
+from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.settings import ApiKey
-
-ANONYMOUS_ID = "anonymous"
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_id: str
-    role: str
-    models: tuple[str, ...] = ()
-
-    def check_model(self, model: str) -> None:
-        if self.models and model not in self.models:
-            raise PermissionDeniedError(f"Key `{self.key_id}` may not call `{model}`.", param="model")
-
-
-ANONYMOUS = Principal(ANONYMOUS_ID, "admin")
 
 
 def key_digest(key: str) -> str:
@@ -48,7 +32,7 @@ async def authenticate(request: Request) -> Principal:
         stored = keys.get(key_digest(key.strip()))
         if stored is None:
             raise AuthenticationError("Invalid API key.")
-        principal = Principal(stored.id, stored.role, tuple(stored.models))
+        principal = Principal(stored.id, stored.role, tuple(stored.models), stored.priority)
     request.state.principal = principal
     return principal
 

@@ -1,9 +1,10 @@
 """The replicas serving one version, and the one place a request takes and gives back a replica's slot.
 
-A version resolves to an `EnginePool`; per request the caller asks `choose(ctx)` for a replica, holds
-`acquire(replica)` around the engine call (so the in-flight count can never leak), and on a connection refusal,
-a 503 or an engine dying before the first byte calls `mark_failed(replica)` and chooses again with that replica
-excluded. `maintain()` runs in the background: it scrapes each replica's queue and probes failed replicas back in.
+A version resolves to an `EnginePool`; per request the caller asks `choose(ctx)` for a replica, holds its slot
+with `acquire(replica)` around the engine call or with `take(replica)`'s release callback (so the in-flight count
+can never leak), and on a connection refusal, a 503 or an engine dying before the first byte calls
+`mark_failed(replica)` and chooses again with that replica excluded. `maintain()` runs in the background: it
+scrapes each replica's queue and probes failed replicas back in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 
 import aiohttp
 
@@ -98,11 +99,26 @@ class EnginePool:
     @contextlib.asynccontextmanager
     async def acquire(self, replica: Replica) -> AsyncIterator[Replica]:
         """Hold one in-flight slot on the replica for the body of the `async with`, whatever way it ends."""
-        replica.in_flight += 1
+        release = self.take(replica)
         try:
             yield replica
         finally:
-            replica.in_flight -= 1
+            release()
+
+    def take(self, replica: Replica) -> Callable[[], None]:
+        """Take one in-flight slot and return the function that gives it back: for a request pipeline that keeps
+        its release callbacks in one place (`acquire` is the `async with` form). Calling it again does nothing,
+        so a slot is never given back twice."""
+        replica.in_flight += 1
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                replica.in_flight -= 1
+
+        return release
 
     async def scrape(self) -> None:
         """Refresh every replica's `waiting` from its engine's metrics (left as it was when unreadable)."""

@@ -135,3 +135,15 @@ def test_snapshot_shows_each_replicas_state_and_adapters() -> None:
     a, b = pool.snapshot()
     assert (a["id"], a["routable"], a["adapters"]) == ("a", False, [])
     assert (b["url"], b["routable"], b["adapters"]) == ("http://b:8000", True, ["chef", "pirate"])
+
+
+def test_a_taken_slot_is_given_back_once_however_often_release_is_called() -> None:
+    pool = pool_of("a")
+    replica = pool.replicas["a"]
+    first, second = pool.take(replica), pool.take(replica)
+    assert replica.in_flight == 2
+    first()
+    first()
+    assert replica.in_flight == 1
+    second()
+    assert replica.in_flight == 0

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from serving.api.auth import ANONYMOUS_ID
 from serving.errors import RateLimitError
+from serving.pipeline.principal import ANONYMOUS_ID
 from serving.settings import Settings
 
 Clock = Callable[[], float]

@@ -22,7 +22,7 @@ from serving.protocol import ModelList
 from serving.registry.store import RegisteredModel
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
-from serving.settings import OnDemandSettings, Settings, VersionSettings
+from serving.settings import OnDemandSettings, PoolSettings, Settings, VersionSettings
 from serving.state import connect
 from serving.versions import BASE_KINDS, LoraCapacity, ServedVersion, ServedVersions, adapter_version
 
@@ -39,6 +39,7 @@ class Gateway:
         on_demand: OnDemandSettings | None = None,
         max_in_flight: int | None = 0,
         capacity_margin: float = 0.9,
+        pool: PoolSettings | None = None,
     ) -> None:
         """Configured `bases` (each on an engine of its own) and `adapters` on them; route members not served
         yet (from the config or the state file) are made servable again: bases get their on-demand engine back
@@ -49,7 +50,7 @@ class Gateway:
         """Other users of versions (a shadow run's candidate): what they name is never retired."""
         self.metrics = GatewayMetrics()
         self.versions = ServedVersions()
-        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin)
+        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin, pool)
         self.on_demand = OnDemandEngines(self.engines, engine_factory, on_demand or OnDemandSettings())
         for adapter in adapters:
             self.versions.add(adapter_version(adapter, self.engines.bases.values(), lora))
@@ -69,8 +70,12 @@ class Gateway:
         more_bases: Iterable[tuple[VersionSettings, RegisteredModel]] = (),
     ) -> Gateway:
         """The configured base (`model`), more base versions on engines of their own, and adapters."""
-        bases = [managed_engine(settings, settings.model.name, settings.model.engine, model, None)]
-        bases += [managed_engine(settings, v.name, v.engine, registered, v.port) for v, registered in more_bases]
+        model_settings = settings.model
+        bases = [managed_engine(settings, model_settings.name, model_settings.engine, model, None, settings.engine)]
+        bases += [
+            managed_engine(settings, v.name, v.engine, registered, v.port, v, f"versions[{v.name}]")
+            for v, registered in more_bases
+        ]
         defaults = {
             name: Route(name=name, members=[RouteMember(version=v, weight=w) for v, w in members.items()])
             for name, members in settings.routes.items()
@@ -88,6 +93,7 @@ class Gateway:
             on_demand=settings.on_demand,
             max_in_flight=settings.limits.max_in_flight_per_engine,
             capacity_margin=settings.limits.capacity_margin,
+            pool=settings.pool,
         )
 
     def _restore_routed_versions(self) -> None:

@@ -36,6 +36,12 @@ class ServedVersion:
     created: int = field(default_factory=lambda: int(time.time()))
     capacity: CapacityProfile | None = None
     """What `servekit capacity` measured for this version (read once, when it is made servable)."""
+    replicas: list[EngineSupervisor] = field(default_factory=list)
+    """Every engine that runs this version (its pool); `supervisor` is the first."""
+
+    def __post_init__(self) -> None:
+        if not self.replicas:
+            self.replicas = [self.supervisor]
 
     @property
     def version(self) -> str:
@@ -141,5 +147,5 @@ def adapter_version(model: RegisteredModel, bases: Iterable[ServedVersion], lora
         )
     return ServedVersion(
         model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name,
-        capacity=capacity_profile(model),
+        capacity=capacity_profile(model), replicas=base.replicas,
     )  # fmt: skip

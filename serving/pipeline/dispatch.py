@@ -2,8 +2,9 @@
 
 authorize → input limits → choose the version (pin, route, breaker fallback) → the route's degradation steps
 (shed, cheaper version, capped max_tokens) → prompt policy → rate admission
-→ in-flight admission (copies to a shadow candidate shed first) → a copy to the shadow candidate, not waited
-for → injected fault → engine call → relay (stream) or answer → give back, settle, record (and hand the
+→ in-flight admission on one replica (copies to a shadow candidate shed first) → a copy to the shadow
+candidate, not waited for → injected fault → engine call (refused before answering: once more on another
+replica) → relay (stream) or answer → give back, settle, record (and hand the
 primary's answer to the shadow comparison).
 
 Everything a request takes (its rate-limit charge, its in-flight slot, the engine's stream) is registered in one
@@ -20,8 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.backends.base import Endpoint
-from serving.errors import OverloadedError, ServekitError
+from serving.backends.base import Backend, ChunkStream, Endpoint
+from serving.engines import Slot
+from serving.errors import EngineUnavailableError, OverloadedError, ServekitError
 from serving.faults import Faults
 from serving.gateway import Gateway
 from serving.metrics.access_log import write_access_log
@@ -157,22 +159,27 @@ class Pipeline:
         held.add(functools.partial(self._finish, ticket))
         engines = self.gateway.engines
         try:
-            engine = await self._admit(served)
-            held.add(functools.partial(engines.release, served, engine))
             payload = body.engine_payload(served.engine_model)
+            slot = await self._admit(served, call.sticky_key, payload)
+            held.add(functools.partial(engines.release, served, slot))
             if self.shadows.should_mirror(body.model, call.sticky_key):
                 ticket.shadowed = self._mirror(call, payload)
             await self.faults.apply(served.name)
-            backend = engines.backend(served, engine)
-            if not body.stream:
-                result = await backend.complete(call.endpoint, payload)
-                count_usage(stats, result.get("usage"))
+            try:
+                reply = await self._engine_call(call, engines.backend(served, slot), payload)
+            except EngineUnavailableError:  # refused before answering: once more on another replica, if one is up
+                if not engines.failed(served, slot):
+                    raise
+                slot = engines.admit(served, call.sticky_key, payload, exclude=(slot.replica.id,))
+                held.add(functools.partial(engines.release, served, slot))
+                reply = await self._engine_call(call, engines.backend(served, slot), payload)
+            if isinstance(reply, dict):
+                count_usage(stats, reply.get("usage"))
                 ticket.ended(200)
                 if ticket.shadowed is not None:
-                    ticket.shadowed.feed(json.dumps(result).encode())
-                return Answer(headers, body=result)
-            stream = await backend.open_stream(call.endpoint, payload)
-            held.add(stream.aclose)
+                    ticket.shadowed.feed(json.dumps(reply).encode())
+                return Answer(headers, body=reply)
+            held.add(reply.aclose)
             events = (
                 ResponseEvents(stats)
                 if call.endpoint == "responses"
@@ -180,7 +187,7 @@ class Pipeline:
             )
             close = held.hand_over().close  # the stream's end gives everything back now
             observe = ticket.shadowed.feed if ticket.shadowed is not None else None
-            return Answer(headers, stream=relay(stream, events, ticket.ended, close, observe), close=close)
+            return Answer(headers, stream=relay(reply, events, ticket.ended, close, observe), close=close)
         except ServekitError as error:
             ticket.ended(error.status_code)
             ticket.error = error
@@ -188,16 +195,22 @@ class Pipeline:
         finally:
             await held.close()
 
-    async def _admit(self, served: ServedVersion) -> str:
-        """An in-flight slot on `served`'s engine; when it is full, copies to shadow candidates give theirs up
-        first (cancelled copies release their slots at their next step)."""
+    async def _admit(self, served: ServedVersion, sticky_key: str | None, payload: dict[str, Any]) -> Slot:
+        """An in-flight slot on one of `served`'s engines; when the engine is full, copies to shadow candidates
+        give theirs up first (cancelled copies release their slots at their next step)."""
         try:
-            return self.gateway.engines.admit(served)
+            return self.gateway.engines.admit(served, sticky_key, payload)
         except OverloadedError:
             if not self.shadows.shed():
                 raise
             await asyncio.sleep(0)
-            return self.gateway.engines.admit(served)
+            return self.gateway.engines.admit(served, sticky_key, payload)
+
+    @staticmethod
+    async def _engine_call(call: Call, backend: Backend, payload: dict[str, Any]) -> dict[str, Any] | ChunkStream:
+        if call.body.stream:
+            return await backend.open_stream(call.endpoint, payload)
+        return await backend.complete(call.endpoint, payload)
 
     def _mirror(self, call: Call, payload: dict[str, Any]) -> AnswerAccumulator | None:
         """Send a copy of the request to the route's shadow candidate without waiting for it (no rate limit,
@@ -209,12 +222,12 @@ class Pipeline:
             return None
 
         async def send() -> RelayedAnswer:
-            engine = engines.admit(candidate)
+            slot = engines.admit(candidate, call.sticky_key, payload)
             try:
-                backend = engines.backend(candidate, engine)
+                backend = engines.backend(candidate, slot)
                 return await send_copy(backend, call.endpoint, payload, candidate.engine_model, body.temperature)
             finally:
-                engines.release(candidate, engine)
+                engines.release(candidate, slot)
 
         prompt = body.model_dump_json(include={"messages", "prompt", "input"}) if self.shadows.keeps_samples else None
         if not self.shadows.mirror(body.model, call.request_id, send, prompt=prompt):

@@ -14,7 +14,6 @@ import collections
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +21,6 @@ from typing import Any
 from prometheus_client import Counter
 
 from serving.backends.base import Backend
-from serving.backends.factory import max_model_len, ports_needed
-from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineSupervisor
 from serving.errors import OverloadedError
 from serving.metrics.prometheus import GatewayMetrics
@@ -32,42 +29,14 @@ from serving.pool.policy import RequestContext
 from serving.pool.pool import EnginePool
 from serving.pool.prefix_blocks import prefix_blocks, request_text
 from serving.pool.replica import Replica
-from serving.protocol import EngineStatus
-from serving.registry.capacity import capacity_profile, in_flight_cap
-from serving.registry.store import RegisteredModel
-from serving.replica_sets import build_replicas
-from serving.settings import PoolSettings, ReplicaSources, Settings
+from serving.registry.capacity import in_flight_cap
+from serving.settings import PoolSettings
 from serving.versions import ServedVersion, ServedVersions
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_IN_FLIGHT = 256
 """An engine's in-flight cap when none is set and its version was never profiled."""
-
-
-def managed_engine(
-    settings: Settings,
-    name: str,
-    engine: str,
-    model: RegisteredModel,
-    port: int | None,
-    sources: ReplicaSources | None = None,
-    key: str = "engine",
-) -> ServedVersion:
-    """`model` served as `name` by engines of kind `engine` (not started yet): the replicas `sources` asks for
-    (one managed engine when None)."""
-    sources = sources or ReplicaSources(replicas=1)
-    replicas = build_replicas(settings, name, engine, model, port, sources, key)
-    return ServedVersion(
-        name, model, replicas[0], max_model_len(settings, engine), name, replicas=replicas,
-        capacity=capacity_profile(model),
-    )  # fmt: skip
-
-
-def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
-    """An engine like the configured base's (same engine args), on free ports picked now."""
-    engine = settings.on_demand.engine or settings.model.engine
-    return managed_engine(settings, name, engine, model, free_port_block(ports_needed(engine), settings.engine.host))
 
 
 class Engines:
@@ -128,39 +97,12 @@ class Engines:
         `routed`."""
         return all(self.pools[name].ready for name in self.bases if name in self.configured or name in routed)
 
-    def states(self) -> dict[str, str]:
-        return {name: str(supervisor.state) for name, _, supervisor in self._replicas()}
-
-    def report(self) -> list[EngineStatus]:
-        now = time.monotonic()
-        return [
-            EngineStatus(
-                name=name,
-                version=base.version,
-                state=str(supervisor.state),
-                state_for_s=round(now - supervisor.state_since, 1),
-                restarts=supervisor.restarts,
-                on_demand=base.name not in self.configured,
-                last_error=supervisor.last_error,
-            )
-            for name, base, supervisor in self._replicas()
-        ]
-
-    def _replicas(self) -> list[tuple[str, ServedVersion, EngineSupervisor]]:
+    def named_replicas(self) -> list[tuple[str, ServedVersion, EngineSupervisor]]:
         """Every engine by name: a base's own name, `name/i` for each replica of a pool."""
         return [
             (base.name if len(base.replicas) == 1 else f"{base.name}/{i}", base, supervisor)
             for base in self.bases.values()
             for i, supervisor in enumerate(base.replicas)
-        ]
-
-    async def metrics_texts(self) -> list[str]:
-        """The engines' own series; a pool's replicas told apart by a `replica` label."""
-        engines = self._replicas()
-        texts = await asyncio.gather(*(supervisor.backend.metrics_text() for _, _, supervisor in engines))
-        return [
-            text if len(base.replicas) == 1 else with_label(text, "replica", name)
-            for (name, base, _), text in zip(engines, texts, strict=True)
         ]
 
     def admit(
@@ -298,18 +240,3 @@ class Slot:
 
 async def stop_replicas(base: ServedVersion) -> None:
     await asyncio.gather(*(replica.stop() for replica in base.replicas))
-
-
-def with_label(metrics_text: str, name: str, value: str) -> str:
-    """Prometheus text with `name="value"` added to every sample (two replicas' identical series apart)."""
-    label = f'{name}="{value}"'
-    lines = []
-    for line in metrics_text.splitlines():
-        if not line or line.startswith("#"):
-            lines.append(line)
-        elif "{" in line:
-            lines.append(line.replace("{", "{" + label + ",", 1))
-        else:
-            metric, _, rest = line.partition(" ")
-            lines.append(f"{metric}{{{label}}} {rest}")
-    return "\n".join(lines) + "\n"

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 from pydantic import ValidationError
 
-from serving.engines import Engines, managed_engine, on_demand_engine
+from serving.engines import Engines
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from serving.metrics.prometheus import GatewayMetrics
 from serving.model_cards import model_cards
 from serving.on_demand import EngineFactory, OnDemandEngines
 from serving.protocol import ModelList
 from serving.registry.store import RegisteredModel
+from serving.replica_sets import managed_engine, on_demand_engine
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
 from serving.settings import OnDemandSettings, PoolSettings, Settings, VersionSettings

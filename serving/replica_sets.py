@@ -1,16 +1,19 @@
 """The engines of one base version, each under its own supervisor: managed children (each on its own ports and,
 on a CPU, its own cores through vLLM's OpenMP binding: on 2 cores two replicas get one core each) and remote
-engines at URLs. The request path picks one per request through the version's `serving.pool.EnginePool`."""
+engines at URLs. The request path picks one per request through the version's `serving.pool.EnginePool`.
+`managed_engine` builds a configured base version, `on_demand_engine` one a route asked for."""
 
 from __future__ import annotations
 
-from serving.backends.factory import create_backend, ports_needed, supervision_settings
+from serving.backends.factory import create_backend, max_model_len, ports_needed, supervision_settings
 from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineSupervisor
 from serving.backends.vllm import is_cpu_build
 from serving.pool.cores import replica_core_sets, usable_cores
+from serving.registry.capacity import capacity_profile
 from serving.registry.store import RegisteredModel
 from serving.settings import ReplicaSources, Settings
+from serving.versions import ServedVersion
 
 
 def build_replicas(
@@ -43,3 +46,28 @@ def build_replicas(
 
 def _with_engine(settings: Settings, **changes: object) -> Settings:
     return settings.model_copy(update={"engine": settings.engine.model_copy(update=changes)})
+
+
+def managed_engine(
+    settings: Settings,
+    name: str,
+    engine: str,
+    model: RegisteredModel,
+    port: int | None,
+    sources: ReplicaSources | None = None,
+    key: str = "engine",
+) -> ServedVersion:
+    """`model` served as `name` by engines of kind `engine` (not started yet): the replicas `sources` asks for
+    (one managed engine when None)."""
+    sources = sources or ReplicaSources(replicas=1)
+    replicas = build_replicas(settings, name, engine, model, port, sources, key)
+    return ServedVersion(
+        name, model, replicas[0], max_model_len(settings, engine), name, replicas=replicas,
+        capacity=capacity_profile(model),
+    )  # fmt: skip
+
+
+def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
+    """An engine like the configured base's (same engine args), on free ports picked now."""
+    engine = settings.on_demand.engine or settings.model.engine
+    return managed_engine(settings, name, engine, model, free_port_block(ports_needed(engine), settings.engine.host))

@@ -10,11 +10,11 @@ import pytest
 
 from serving import versions as versions_module
 from serving.backends.supervisor import EngineSupervisor
-from serving.engines import on_demand_engine
 from serving.errors import EngineStartFailedError, ModelNotFoundError
 from serving.gateway import Gateway
 from serving.registry import store
 from serving.registry.store import ModelMissingError, RegisteredModel
+from serving.replica_sets import on_demand_engine
 from serving.rollout.controller import RolloutController
 from serving.rollout.policy import RolloutConfig
 from serving.rollout.store import RolloutStore

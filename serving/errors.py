@@ -140,6 +140,22 @@ class RateLimitError(ServekitError):
         return {**self._headers, "Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
+class StateUnavailableError(ServekitError):
+    """The shared state (Redis) cannot be reached and `state.on_unavailable` is `closed`, or a change that must
+    be shared cannot be written: refuse rather than act on one replica's view."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "state_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class EngineError(ServekitError):
     """The engine failed a request in a way that is not the client's fault."""
 

@@ -48,7 +48,7 @@ class StateHealth:
         self._retry_at = self.clock() + self.retry_s
         if not self.down:
             self.down = True
-            logger.warning("shared state %s unreachable (%s: %s); retrying every %.1fs", self.url,
+            logger.warning("shared state %s unreachable (%s: %s); retrying every %gs", self.url,
                            type(error).__name__, error, self.retry_s)  # fmt: skip
 
     def succeeded(self) -> None:

@@ -12,10 +12,11 @@ from serving.errors import RateLimitError
 
 
 def duration(seconds: float) -> str:
-    """OpenAI's reset format: `1s`, `6m0s`, `20ms`."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    minutes, rest = divmod(math.ceil(seconds), 60)
+    """OpenAI's reset format: `1s`, `6m0s`, `20ms` (never `1000ms`)."""
+    milliseconds = max(0, math.ceil(seconds * 1000))
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    minutes, rest = divmod(math.ceil(milliseconds / 1000), 60)
     return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 

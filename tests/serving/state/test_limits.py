@@ -5,7 +5,9 @@ import pytest
 from serving.state.limits import BucketLevel, duration, ratelimit_headers
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.02, "20ms"), (1.0, "1s"), (59.2, "1m0s"), (360, "6m0s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.02, "20ms"), (0.99999, "1s"), (1.0, "1s"), (59.2, "1m0s"), (360, "6m0s")]
+)
 def test_reset_durations_use_openai_format(seconds, text):
     assert duration(seconds) == text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from serving.cli import bench, config, keys, loadtest, models, observe, rollout, routes, serve, soak, train, triton
+from serving.cli.state import app as state_app
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
@@ -14,6 +15,7 @@ app.add_typer(rollout.app, name="rollout")
 app.add_typer(keys.app, name="keys")
 app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(triton.app, name="triton")
+app.add_typer(state_app, name="state")
 app.command(name="serve")(serve.serve)
 app.command(name="observe")(observe.observe)
 app.command(name="train")(train.train)

@@ -97,6 +97,13 @@ class ConflictError(ServekitError):
     code = "conflict"
 
 
+class LeaseLostError(ConflictError):
+    """A rollout write carried a lease token that is no longer the holder's: another replica's controller took
+    over (fencing), so this one must stop acting."""
+
+    code = "lease_lost"
+
+
 class MethodNotAllowedError(ServekitError):
     status_code = 405
     error_type = "invalid_request_error"

@@ -275,6 +275,15 @@ class StateSettings(BaseModel):
     keys_poll_s: float = Field(
         0.5, gt=0, le=1, description="How often a replica checks the API-key table's version (revocation delay)."
     )
+    routes_poll_s: float = Field(
+        0.5, gt=0, le=1, description="How often a replica checks the route table's version (route change delay)."
+    )
+    lease_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        description="The rollout controller's lease: another replica takes over this long after the "
+        "holder stops renewing (it renews every third of it).",
+    )
 
 
 class Settings(BaseSettings):

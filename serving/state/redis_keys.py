@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -23,20 +24,26 @@ from serving.state.health import StateHealth
 
 OPERATION = "keys"
 
-# KEYS: table (sha256 -> record), ids (id -> sha256), version; ARGV: id, sha256, record. 0: the id is taken.
+# The version is a fresh random id per change, not a counter: a Redis restarted without its data would count
+# from zero again and could repeat the version a replica holds, which would then keep a stale table.
+
+# KEYS: table (sha256 -> record), ids (id -> sha256), version; ARGV: id, sha256, record, new version.
+# 0: the id is taken.
 CREATE = """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-return redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[3], ARGV[4])
+return 1
 """
 
-# KEYS: table, ids, version; ARGV: id. 0: no such key.
+# KEYS: table, ids, version; ARGV: id, new version. 0: no such key.
 REVOKE = """
 local digest = redis.call('HGET', KEYS[2], ARGV[1])
 if not digest then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], digest)
-return redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[3], ARGV[2])
+return 1
 """
 
 
@@ -74,15 +81,16 @@ class SharedKeyStore:
 
     async def create(self, key: StoredKey) -> None:
         record = json.dumps({**asdict(key), "created_at": key.created_at or time.time()})
-        if not await self._create(keys=[self.table, self.ids, self.version_key], args=[key.id, key.sha256, record]):
+        keys = [self.table, self.ids, self.version_key]
+        if not await self._create(keys=keys, args=[key.id, key.sha256, record, uuid.uuid4().hex]):
             raise ConflictError(f"A key with id `{key.id}` exists already; revoke it first or pick another id.")
 
     async def revoke(self, key_id: str) -> None:
-        if not await self._revoke(keys=[self.table, self.ids, self.version_key], args=[key_id]):
+        if not await self._revoke(keys=[self.table, self.ids, self.version_key], args=[key_id, uuid.uuid4().hex]):
             raise NotFoundError(f"No key with id `{key_id}`.")
 
-    async def version(self) -> int:
-        return int(await self.client.get(self.version_key) or 0)
+    async def version(self) -> str:
+        return await self.client.get(self.version_key) or ""
 
     async def all(self) -> dict[str, StoredKey]:
         """sha256 -> key."""
@@ -108,7 +116,7 @@ class KeyLookup:
         self.clock = clock
         self._by_digest: dict[str, StoredKey] | None = None
         self._by_id: dict[str, StoredKey] = {}
-        self._version = -1
+        self._version: str | None = None
         self._checked = -float("inf")
         self._refreshing = False
 

@@ -11,9 +11,11 @@ from prometheus_client import CollectorRegistry
 from serving.settings import StateSettings
 from serving.state.client import redis_client
 from serving.state.health import StateHealth
+from serving.state.lease import RedisLease
 from serving.state.limits import Limits
 from serving.state.redis_keys import KeyLookup, SharedKeyStore
 from serving.state.redis_limits import SharedRateLimiter
+from serving.state.redis_records import RedisRecords
 
 
 @dataclass
@@ -36,6 +38,12 @@ class SharedState:
 
     def key_lookup(self) -> KeyLookup:
         return KeyLookup(self.key_store(), self.health, self.settings.keys_poll_s)
+
+    def records(self) -> RedisRecords:
+        return RedisRecords(self.client, self.settings, self.health)
+
+    def lease(self, name: str = "rollouts") -> RedisLease:
+        return RedisLease(self.client, self.settings, self.health, name)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(DEVICE)
 CONSTRAINTS := -c constraints/common.txt -c constraints/$(DEVICE).txt
 PYTEST_ARGS ?=
 
-.PHONY: setup prometheus redis triton-setup serve observe test bench lint clean
+.PHONY: setup prometheus redis chromium triton-setup serve observe test bench lint clean
 
 setup: $(STAMP) prometheus redis
 	@# Idempotent: about a second when the default model is already registered.
@@ -26,6 +26,10 @@ prometheus:
 # Debian's redis-server: the shared state (`state.url`) of several gateways; tests start their own on a free port.
 redis:
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends redis-server)
+
+# Debian's chromium: the release-report test renders the report headless and checks every image loads.
+chromium:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
 $(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +50,7 @@ serve: setup $(if $(filter triton,$(ENGINE)),triton-setup)
 observe: setup
 	$(BIN)/servekit observe --url http://127.0.0.1:$(PORT)
 
-test: setup triton-setup
+test: setup triton-setup chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

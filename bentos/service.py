@@ -11,7 +11,7 @@ import bentoml
 
 from loadtest.gate import run_gate
 from serving import log
-from serving.api.app import create_app
+from serving.api.app import create_app, serve_gateway
 from serving.api.path_guard import PathGuardMiddleware
 from serving.gateway import Gateway
 from serving.heap import settle_heap
@@ -47,7 +47,7 @@ class Servekit:
         more_bases = [(version, get_model_by_tag(version.model)) for version in settings.versions]
         base = RegisteredModel.from_stored(self.base_model)
         self.gateway = Gateway.from_settings(settings, base, adapters, more_bases)
-        app.state.gateway = self.gateway
+        serve_gateway(app, self.gateway)
         observer: Observer = (
             PrometheusObserver(str(settings.observe.url))
             if settings.observe.url
@@ -62,7 +62,7 @@ class Servekit:
     async def start_engines(self) -> None:
         """Start in the background: /health answers at once, API calls get 503 until warm-up passed."""
         self.gateway.start()
-        self.rollouts.resume()
+        self.rollouts.pick_up_unfinished()
         settle_heap()
 
     @bentoml.on_shutdown

@@ -22,3 +22,20 @@ class FaultProfile(BaseModel):
             await asyncio.sleep(self.added_latency_ms / 1000)
         if random.random() < self.error_rate:
             raise EngineError(f"injected fault on `{version}` (fault profile set through /admin/faults)")
+
+
+class Faults:
+    """The fault profile set on each served version (by served name)."""
+
+    def __init__(self) -> None:
+        self._by_version: dict[str, FaultProfile] = {}
+
+    def set(self, version: str, profile: FaultProfile | None) -> None:
+        if profile is None:
+            self._by_version.pop(version, None)
+        else:
+            self._by_version[version] = profile
+
+    async def apply(self, version: str) -> None:
+        if (profile := self._by_version.get(version)) is not None:
+            await profile.apply(version)

@@ -245,3 +245,33 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class ShadowStartRequest(BaseModel):
+    """`POST /admin/shadows/{route}`: copy `percent` % of the route's sticky keys to `candidate`."""
+
+    candidate: str = Field(min_length=1, description="The version to shadow (served name or registry tag).")
+    percent: float = Field(gt=0, le=100, description="Share of the route's sticky keys mirrored, in (0, 100].")
+    max_in_flight: int | None = Field(None, ge=1, description="Copies in flight at most (shadow.max_in_flight).")
+    duration_s: float | None = Field(None, gt=0, description="Stop by itself after this long; unset: until stopped.")
+
+
+class ShadowStatus(BaseModel):
+    """A shadow run and its comparison so far (ratios are candidate / primary)."""
+
+    route: str
+    primary: str
+    candidate: str
+    percent: float
+    max_in_flight: int
+    duration_s: float | None
+    started_at: float
+    ends_at: float | None
+    stopped_at: float | None
+    state: Literal["running", "finished"]
+    mirrored: int
+    dropped: dict[str, int]
+    in_flight: int
+    candidate_errors: int
+    comparison: dict[str, float | int | None]
+    report: str | None = Field(None, description="The run's report.html, once finished.")

@@ -286,6 +286,21 @@ class StateSettings(BaseModel):
     )
 
 
+class ShadowSettings(BaseModel):
+    """Shadow traffic: copies of a route's requests sent to a candidate version and compared, never answered."""
+
+    keep_samples: bool = Field(
+        False, description="Keep a few prompts and both completions side by side, in the shadow's report only."
+    )
+    max_samples: int = Field(20, ge=0, description="Side-by-side samples kept per run when keep_samples is on.")
+    max_in_flight: int = Field(8, ge=1, description="Copies in flight per run when a start does not say.")
+    pair_timeout_s: float = Field(
+        120.0, gt=0, description="A copy or primary whose other half has not finished by then is given up."
+    )
+    max_pairs: int = Field(10_000, ge=1, description="Compared pairs kept per run (the oldest are dropped).")
+    out_dir: Path | None = Field(None, description="Where runs write results.json and report.html; `<home>/shadows`.")
+
+
 class Settings(BaseSettings):
     """Effective configuration: defaults < YAML file < `SERVEKIT_*` environment."""
 
@@ -321,6 +336,7 @@ class Settings(BaseSettings):
         description="Route -> version that serves the route's traffic while the chosen version's breaker is open "
         "(without one: 503 with Retry-After).",
     )
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -345,6 +361,10 @@ class Settings(BaseSettings):
     @property
     def prometheus_dir(self) -> Path:
         return (self.observe.data_dir or self.home / "prometheus").resolve()
+
+    @property
+    def shadows_dir(self) -> Path:
+        return (self.shadow.out_dir or self.home / "shadows").resolve()
 
 
 def config_path() -> Path:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, HttpUrl, ValidationError
+from pydantic import BaseModel, Field, HttpUrl, ValidationError
 
 from serving.api.auth import require_admin
-from serving.api.endpoints import ERROR_RESPONSES, gateway_of
+from serving.api.endpoints import ERROR_RESPONSES, gateway_of, pipeline_of
+from serving.api.shadows import shadows_of
 from serving.errors import InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
 from serving.protocol import EngineStatus, ModelCard, ModelList
 from serving.rollout.controller import RolloutController
-from serving.rollout.gates import LoadTestGateSpec
+from serving.rollout.gates import LoadTestGateSpec, ShadowGate
 from serving.rollout.policy import RolloutConfig, RolloutState
 from serving.router.routes import Route, RouteMember
 
@@ -39,6 +40,10 @@ class RolloutRequest(BaseModel):
     pre_rollout_webhook: HttpUrl | None = None
     step_webhook: HttpUrl | None = None
     load_test_gate: LoadTestGateSpec | None = None
+    require_shadow: str | None = Field(
+        None,
+        description='Thresholds the last shadow run of the canary must meet, e.g. "agreement>=0.9,error_rate<=0.01".',
+    )
 
 
 def rollouts_of(request: Request) -> RolloutController:
@@ -53,7 +58,7 @@ async def admin_models(request: Request) -> ModelList:
 @admin_router.get("/engines", response_model=list[EngineStatus])
 async def admin_engines(request: Request) -> list[EngineStatus]:
     """Every engine and its state, on-demand ones still starting included."""
-    return gateway_of(request).engine_report()
+    return gateway_of(request).engines.report()
 
 
 @admin_router.post("/models/{version}/load", response_model=ModelCard)
@@ -100,6 +105,10 @@ async def rollback_route(name: str, body: RollbackBody, request: Request) -> Rou
 
 @admin_router.post("/rollouts/{route}", response_model=RolloutState)
 async def start_rollout(route: str, body: RolloutRequest, request: Request) -> RolloutState:
+    shadow_gate = None
+    if body.require_shadow is not None:
+        last = shadows_of(request.app).last_result(route)
+        shadow_gate = ShadowGate(body.require_shadow, last["run"] if last else None)
     return await rollouts_of(request).start(
         route,
         body.canary,
@@ -107,6 +116,7 @@ async def start_rollout(route: str, body: RolloutRequest, request: Request) -> R
         pre_rollout_webhook=str(body.pre_rollout_webhook) if body.pre_rollout_webhook else None,
         step_webhook=str(body.step_webhook) if body.step_webhook else None,
         load_test_gate=body.load_test_gate,
+        shadow_gate=shadow_gate,
     )
 
 
@@ -125,7 +135,7 @@ async def operate_rollout(route: str, operation: str, request: Request) -> Rollo
     controller = rollouts_of(request)
     operations = {
         "pause": controller.pause,
-        "resume": controller.resume_rollout,
+        "resume": controller.resume,
         "promote": controller.promote,
         "abort": controller.abort,
     }
@@ -139,11 +149,11 @@ async def set_fault(version: str, profile: FaultProfile, request: Request) -> Fa
     """Make a version misbehave on purpose (only when `faults.enabled`)."""
     if not request.app.state.settings.faults.enabled:
         raise NotFoundError("Fault injection is off (faults.enabled).")
-    gateway_of(request).set_fault(version, profile)
+    pipeline_of(request).faults.set(gateway_of(request).versions.resolve(version).name, profile)
     return profile
 
 
 @admin_router.delete("/faults/{version}")
 async def clear_fault(version: str, request: Request) -> dict[str, str]:
-    gateway_of(request).set_fault(version, None)
+    pipeline_of(request).faults.set(gateway_of(request).versions.resolve(version).name, None)
     return {"cleared": version}

@@ -9,20 +9,21 @@ from serving.api.admin import admin_router
 from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.endpoints import completion_router, engine_router, fallback_router, openai_router, ops_router
 from serving.api.errors import install_error_handlers
-from serving.api.ratelimit import RateLimiter, rate_limits
 from serving.api.request_id import RequestIdMiddleware
+from serving.api.shadows import shadow_router
 from serving.gateway import Gateway
+from serving.pipeline.dispatch import Pipeline
 from serving.settings import Settings
 
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
-    """Build the app; `gateway` may be attached later (`app.state.gateway`) once the host has created it."""
+    """Build the app; `gateway` may be attached later (`serve_gateway`) once the host has created it."""
     app = FastAPI(title="servekit", version=__version__, description="OpenAI-compatible LLM serving.")
     app.state.settings = settings
-    app.state.gateway = gateway
     app.state.rollouts = None
     app.state.api_keys = {key.sha256: key for key in settings.auth.keys}
-    app.state.rate_limiter = RateLimiter(rate_limits(settings))
+    if gateway is not None:
+        serve_gateway(app, gateway)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
@@ -31,5 +32,12 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(ops_router)
     app.include_router(admin_router)
+    app.include_router(shadow_router)
     app.include_router(fallback_router)
     return app
+
+
+def serve_gateway(app: FastAPI, gateway: Gateway) -> None:
+    """Requests to `app` are served by `gateway`'s versions through one request pipeline."""
+    app.state.gateway = gateway
+    app.state.pipeline = Pipeline(app.state.settings, gateway)

@@ -7,29 +7,13 @@ even while that table is empty: revoking the last shared key must not open the g
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from fastapi import Request
 
 from serving.errors import AuthenticationError, PermissionDeniedError
+from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.settings import ApiKey
 from serving.state.redis_keys import KeyLookup
-
-ANONYMOUS_ID = "anonymous"
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_id: str
-    role: str
-    models: tuple[str, ...] = ()
-
-    def check_model(self, model: str) -> None:
-        if self.models and model not in self.models:
-            raise PermissionDeniedError(f"Key `{self.key_id}` may not call `{model}`.", param="model")
-
-
-ANONYMOUS = Principal(ANONYMOUS_ID, "admin")
 
 
 def key_digest(key: str) -> str:

@@ -13,6 +13,7 @@ from serving.api.completions import serve_completion
 from serving.backends.base import Endpoint
 from serving.errors import MethodNotAllowedError, NotFoundError
 from serving.gateway import Gateway
+from serving.pipeline.dispatch import Pipeline
 from serving.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -50,9 +51,13 @@ def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+def pipeline_of(request: Request) -> Pipeline:
+    return request.app.state.pipeline
+
+
 async def _serve(endpoint: Endpoint, body: ModelRequest, request: Request) -> Response:
-    """Every engine-backed route takes the one completion path (auth, limits, version, metrics, relay)."""
-    return await serve_completion(gateway_of(request), endpoint, body, request, request.state.principal)
+    """Every engine-backed route takes the one request pipeline (auth, limits, version, metrics, relay)."""
+    return await serve_completion(pipeline_of(request), endpoint, body, request)
 
 
 @openai_router.get("/models", response_model=ModelList)
@@ -105,8 +110,8 @@ async def ready(request: Request) -> JSONResponse:
     is_ready = gateway.ready
     body = {
         "status": "ready" if is_ready else "not_ready",
-        "engines": gateway.engine_states(),
-        "breakers": gateway.breakers.states(),
+        "engines": gateway.engines.states(),
+        "breakers": pipeline_of(request).breakers.states(),
     }
     headers = {} if is_ready else {"Retry-After": str(request.app.state.settings.warmup.retry_after_s)}
     return JSONResponse(body, status_code=200 if is_ready else 503, headers=headers)
@@ -115,9 +120,9 @@ async def ready(request: Request) -> JSONResponse:
 @ops_router.get("/metrics")
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
-    for version, state in gateway.breakers.states().items():
+    for version, state in pipeline_of(request).breakers.states().items():
         gateway.metrics.breaker_open.labels(version).set(0 if state == "closed" else 1)
-    return Response(gateway.metrics.render(await gateway.engine_metrics()), media_type=CONTENT_TYPE_LATEST)
+    return Response(gateway.metrics.render(await gateway.engines.metrics_texts()), media_type=CONTENT_TYPE_LATEST)
 
 
 fallback_router = APIRouter(include_in_schema=False)

@@ -10,6 +10,7 @@ leaves mid-stream.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -17,6 +18,17 @@ from starlette.types import Receive, Scope, Send
 
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_close` runs once the response is over, also when the stream never started (a client that left
+        before the first byte), so what the stream holds is always given back."""
+        super().__init__(content, headers=headers)
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.current_task()
@@ -30,6 +42,8 @@ class EventStreamResponse(StreamingResponse):
             relay.uncancel()
         finally:
             watcher.cancel()
+            if self.on_close is not None:
+                await self.on_close()
 
 
 async def _cancel_when_client_leaves(receive: Receive, relay: asyncio.Task[object]) -> None:

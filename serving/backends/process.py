@@ -1,5 +1,6 @@
-"""A child engine process that servekit owns: started in its own process group, logged to a file, stopped
-with SIGTERM then SIGKILL for the whole group (vLLM forks engine-core workers that must not outlive it)."""
+"""Child processes servekit owns: started in their own process group, logged to a file, stopped with SIGTERM
+then SIGKILL for the whole group (vLLM forks engine-core workers that must not outlive it). `ManagedProcess`
+for engines under the gateway's event loop; `spawn`/`wait_for_url`/`stop_child` for the CLI, bench and tests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import ctypes
 import logging
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
+
+import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +113,53 @@ class ManagedProcess:
     def _signal_group(pid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)
+
+
+class ChildExitedError(RuntimeError):
+    """A child process ended while something waited for it to become ready."""
+
+
+def spawn(
+    command: list[str], log_path: Path | None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child (a server, a Prometheus) in its own process group, dying with its parent, its output
+    appended to `log_path` (the parent's terminal when None). The blocking counterpart of `ManagedProcess`,
+    for the CLI, the benchmark and tests."""
+    if log_path is None:
+        return subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True, preexec_fn=die_with_parent)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )  # fmt: skip
+
+
+def wait_for_url(process: subprocess.Popen[bytes], url: str, timeout_s: float, poll_s: float = 0.5) -> bool:
+    """Poll `url` until it answers 200 (True), the child exits (False) or `timeout_s` passes (TimeoutError)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            try:
+                if client.get(url).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll_s)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f}s")
+
+
+def stop_child(process: subprocess.Popen[bytes], timeout_s: float = 60.0, group: bool = True) -> None:
+    """SIGTERM (to the whole group, or the leader only), then SIGKILL for the group if it lingers."""
+    if process.poll() is None:
+        if group:
+            ManagedProcess._signal_group(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout_s)
+    ManagedProcess._signal_group(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)

@@ -79,6 +79,50 @@ def translate_error(status: int, body: bytes) -> ServekitError:
     return EngineError(f"engine failed the request (HTTP {status}): {message}")
 
 
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def server_args(s: EngineSettings, model: str, served_name: str, *, dtype: str, gpu: bool) -> list[str]:
+    """vLLM OpenAI server flags for one engine; one function so the managed child and the engines that
+    `servekit deploy k8s` renders run with the same arguments. `dtype` is resolved by the caller: the
+    child decides for this CPU, a cluster's engines for theirs."""
+    args = [
+        "--model", model,
+        "--served-model-name", served_name,
+        "--host", s.host,
+        "--port", str(s.port),
+        "--max-model-len", str(s.max_model_len),
+        "--max-num-seqs", str(s.max_num_seqs),
+        "--dtype", dtype,
+        "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    if s.enforce_eager:
+        args.append("--enforce-eager")
+    if s.stream_interval != 1:
+        args += ["--stream-interval", str(s.stream_interval)]
+    if s.enable_lora:
+        args += ["--enable-lora", "--max-loras", str(s.max_loras), "--max-lora-rank", str(s.max_lora_rank)]
+        if s.lora_target_modules is not None:
+            args += ["--lora-target-modules", *s.lora_target_modules]
+        if s.max_cpu_loras is not None:
+            args += ["--max-cpu-loras", str(s.max_cpu_loras)]
+    if gpu:
+        args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+    return [*args, *s.extra_args]
+
+
+def server_env(s: EngineSettings, cpu_bind: str | None) -> dict[str, str]:
+    """Environment variables the engine needs on top of its host's (the same for the child and the cluster);
+    `cpu_bind` is VLLM_CPU_OMP_THREADS_BIND for the CPU build, None on CUDA."""
+    env = {"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": str(ENGINE_KEEP_ALIVE_S)}
+    if s.enable_lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    if cpu_bind is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{s.kv_cache_space_gib:g}"
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
+    return env
+
+
 class _VllmChunkStream(ChunkStream):
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
@@ -137,42 +181,17 @@ class VllmBackend(Backend):
         return self._session
 
     def command(self) -> list[str]:
-        s = self.settings
-        args = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_path),
-            "--served-model-name", self.served_name,
-            "--host", s.host,
-            "--port", str(s.port),
-            "--max-model-len", str(s.max_model_len),
-            "--max-num-seqs", str(s.max_num_seqs),
-            "--dtype", cpu_dtype(s.dtype) if is_cpu_build() else s.dtype,
-            "--disable-uvicorn-access-log",
-        ]  # fmt: skip
-        if s.enforce_eager:
-            args.append("--enforce-eager")
-        if s.stream_interval != 1:
-            args += ["--stream-interval", str(s.stream_interval)]
-        if s.enable_lora:
-            args += ["--enable-lora", "--max-loras", str(s.max_loras), "--max-lora-rank", str(s.max_lora_rank)]
-            if s.lora_target_modules is not None:
-                args += ["--lora-target-modules", *s.lora_target_modules]
-            if s.max_cpu_loras is not None:
-                args += ["--max-cpu-loras", str(s.max_cpu_loras)]
-        if not is_cpu_build():
-            args += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
-        return [*args, *s.extra_args]
+        s, cpu = self.settings, is_cpu_build()
+        dtype = cpu_dtype(s.dtype) if cpu else s.dtype
+        args = server_args(s, str(self.model_path), self.served_name, dtype=dtype, gpu=not cpu)
+        return [sys.executable, "-m", SERVER_MODULE, *args]
 
     def environment(self) -> dict[str, str]:
-        """The child's environment: ours, minus what must not leak, plus the CPU knobs on the CPU build."""
+        """The child's environment: ours, minus what must not leak, plus the engine's own knobs."""
         env = {key: value for key, value in os.environ.items() if key not in INHERITED_ENV_TO_DROP}
-        env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] = str(ENGINE_KEEP_ALIVE_S)
-        if self.settings.enable_lora:
-            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
-        if is_cpu_build():
-            env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.settings.kv_cache_space_gib:g}"
-            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind_list(self.settings.cpu_threads_bind)
-        return env
+        return env | server_env(
+            self.settings, cpu_bind_list(self.settings.cpu_threads_bind) if is_cpu_build() else None
+        )
 
     @property
     def managed(self) -> bool:

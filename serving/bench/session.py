@@ -4,15 +4,14 @@ once per `servekit bench` run (an engine start costs 30-120 s on a CPU) and stop
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from serving.backends.process import spawn, stop_child, wait_for_url
 from serving.settings import CONFIG_ENV_VAR, Settings
 
 SERVICE = "bentos.service:Servekit"
@@ -36,36 +35,20 @@ def start_gateway(
     if config is not None:
         full_env[CONFIG_ENV_VAR] = str(config.resolve())
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return process, f"http://127.0.0.1:{port}"
+    return spawn(command, log_path, full_env), f"http://127.0.0.1:{port}"
 
 
 def wait_ready(process: subprocess.Popen, url: str, log_path: Path, timeout_s: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
+    try:
+        if not wait_for_url(process, f"{url}/ready", timeout_s):
             raise RuntimeError(f"servekit exited ({process.returncode}); log: {log_path}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"servekit at {url} was not ready after {timeout_s:.0f}s; log: {log_path}")
+    except TimeoutError as exc:
+        raise TimeoutError(f"servekit at {url} was not ready after {timeout_s:.0f}s; log: {log_path}") from exc
 
 
 def stop_gateway(process: subprocess.Popen) -> None:
     """SIGTERM to the whole group (BentoML's workers and the engine), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    stop_child(process, 60)
 
 
 class ServekitSession:

@@ -21,9 +21,18 @@ REPEAT_S = 10.0
 """How often an engine still starting is reported again when its state has not changed."""
 
 
-def call(url: str, method: str, path: str, body: dict[str, Any] | None = None, *, progress: bool = False) -> Any:
-    """The JSON answer of `METHOD /admin{path}`; exits 1 with the server's message on an error. With
-    `progress`, engines that start or warm up meanwhile are reported (state and time in it) while it waits."""
+def call(
+    url: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    progress: bool = False,
+    missing_ok: bool = False,
+) -> Any:
+    """The JSON answer of `METHOD /admin{path}`; exits 1 with the server's message on an error (with
+    `missing_ok`, a 404 answers None instead). With `progress`, engines that start or warm up meanwhile are
+    reported (state and time in it) while it waits."""
     base = url.rstrip("/")
     try:
         if progress:
@@ -36,6 +45,8 @@ def call(url: str, method: str, path: str, body: dict[str, Any] | None = None, *
     except httpx.HTTPError as exc:
         console.print(f"[red]error:[/red] cannot reach {url}: {exc}")
         raise typer.Exit(1) from exc
+    if missing_ok and response.status_code == 404:
+        return None
     if not response.is_success:
         console.print(f"[red]error {response.status_code}:[/red] {response.json()['error']['message']}")
         raise typer.Exit(1)

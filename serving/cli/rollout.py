@@ -13,7 +13,8 @@ app = typer.Typer(
 )
 
 
-def _seconds(value: str) -> float:
+def seconds(value: str) -> float:
+    """`30s`, `2m` or a plain number of seconds."""
     return float(value[:-1]) * 60 if value.endswith("m") else float(value.removesuffix("s"))
 
 
@@ -38,12 +39,17 @@ def start(
     gate_duration: float = typer.Option(10, help="Load-test gate duration, seconds."),
     gate_users: int = typer.Option(4, help="Load-test gate users."),
     gate_stages: str = typer.Option("pre-rollout,step", help="When the load-test gate runs."),
+    require_shadow: str | None = typer.Option(
+        None,
+        help="Refuse to start unless the route's last shadow run of the canary met these, "
+        'e.g. "agreement>=0.9,ttft_p95_ratio<=1.25,error_rate<=0.01".',
+    ),
     url: str = UrlOption,
 ) -> None:
     """Start a canary rollout on ROUTE; waits (showing progress) while a canary base version's engine starts."""
     config = {
         "steps": [float(s) for s in steps.split(",")],
-        "interval_s": _seconds(interval),
+        "interval_s": seconds(interval),
         "max_error_rate": max_error_rate,
         "max_ttft_p95_ratio": max_ttft_p95_ratio,
         "max_latency_p95_ratio": max_latency_p95_ratio,
@@ -55,6 +61,7 @@ def start(
         "config": config,
         "pre_rollout_webhook": pre_rollout_webhook,
         "step_webhook": step_webhook,
+        "require_shadow": require_shadow,
     }
     if gate_slo is not None:
         stages = [stage.strip() for stage in gate_stages.split(",")]

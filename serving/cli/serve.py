@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import typer
 from rich.console import Console
 
+from serving.backends.process import spawn, wait_for_url
 from serving.cli.config import ConfigOption
 from serving.settings import CONFIG_ENV_VAR, Settings, load_settings
 
@@ -31,14 +31,7 @@ def curl_example(settings: Settings, base_url: str) -> str:
 
 def wait_until_ready(process: subprocess.Popen[bytes], base_url: str) -> bool:
     with console.status("starting the engine and warming it up (first start on CPU takes ~30-120 s)..."):
-        while process.poll() is None:
-            try:
-                if httpx.get(f"{base_url}/ready", timeout=2.0).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(READY_POLL_S)
-    return False
+        return wait_for_url(process, f"{base_url}/ready", math.inf, READY_POLL_S)
 
 
 def start_service(
@@ -50,7 +43,7 @@ def start_service(
         "--host", settings.server.host, "--port", str(port),
     ]  # fmt: skip
     env = {**os.environ, CONFIG_ENV_VAR: str(config.resolve())} if config else None
-    return subprocess.Popen(command, env=env), f"http://{settings.server.host}:{port}"
+    return spawn(command, None, env), f"http://{settings.server.host}:{port}"
 
 
 def serve(

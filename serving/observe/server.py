@@ -4,15 +4,12 @@ answers 200, stopped with SIGTERM (then SIGKILL) so its TSDB closes cleanly."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
-from serving.backends.process import die_with_parent, tail_log
+from serving.backends.process import spawn, stop_child, tail_log, wait_for_url
 from serving.observe.config import write_config
 from serving.settings import Settings
 
@@ -85,47 +82,26 @@ class PrometheusServer:
         """Start Prometheus and block until it is ready; returns the seconds that took."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent,
-            )  # fmt: skip
+        self._process = spawn(self.command(), self.log_path)
         try:
-            self._wait_ready(started + timeout_s)
+            if not wait_for_url(self._process, f"{self.url}/-/ready", timeout_s, READY_POLL_S):
+                raise PrometheusStartError(
+                    f"prometheus exited with {self._process.returncode}; "
+                    f"log {self.log_path}:\n{tail_log(self.log_path)}"
+                )
+        except TimeoutError as exc:
+            self.stop()
+            raise PrometheusStartError(
+                f"prometheus at {self.url} not ready in time; log {self.log_path}:\n{tail_log(self.log_path)}"
+            ) from exc
         except BaseException:
             self.stop()
             raise
         return time.monotonic() - started
 
-    def _wait_ready(self, deadline: float) -> None:
-        assert self._process is not None
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    raise PrometheusStartError(
-                        f"prometheus exited with {self._process.returncode}; "
-                        f"log {self.log_path}:\n{tail_log(self.log_path)}"
-                    )
-                try:
-                    if client.get(f"{self.url}/-/ready").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(READY_POLL_S)
-        raise PrometheusStartError(
-            f"prometheus at {self.url} not ready in time; log {self.log_path}:\n{tail_log(self.log_path)}"
-        )
-
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self._process is not None:
+            stop_child(self._process, timeout_s)
 
     def __enter__(self) -> PrometheusServer:
         self.start()

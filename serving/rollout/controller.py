@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
-from serving.rollout.gates import Gate, GateResult, LoadTestGate, LoadTestGateSpec, LoadTestRunner, WebhookGate
+from serving.rollout.gates import (
+    Gate,
+    GateResult,
+    LoadTestGate,
+    LoadTestGateSpec,
+    LoadTestRunner,
+    ShadowGate,
+    WebhookGate,
+)
 from serving.rollout.observation import Observer
 from serving.rollout.policy import Action, ActionKind, Phase, RolloutConfig, RolloutState, decide
 from serving.rollout.route_table import RouteTable
@@ -39,7 +47,7 @@ class RolloutController:
         self.store = store
         self._loops: dict[str, asyncio.Task[None]] = {}
 
-    def resume(self) -> None:
+    def pick_up_unfinished(self) -> None:
         """Pick up every unfinished rollout from the state file (after a restart)."""
         for state in self.store.all():
             if not state.phase.finished:
@@ -75,7 +83,9 @@ class RolloutController:
         pre_rollout_webhook: str | None = None,
         step_webhook: str | None = None,
         load_test_gate: LoadTestGateSpec | None = None,
+        shadow_gate: ShadowGate | None = None,
     ) -> RolloutState:
+        """`shadow_gate` judges the route's last shadow run before anything else (its verdict is audited)."""
         route = self.routes.route(route_name)
         if route is None:
             raise ModelNotFoundError(route_name, self.routes.route_names())
@@ -102,8 +112,11 @@ class RolloutController:
             gates: dict[str, Any] = {"step_webhook": step_webhook} if step_webhook else {}
             if load_test_gate is not None:
                 gates["load_test_gate"] = load_test_gate.model_dump(mode="json")
+            if shadow_gate is not None:
+                gates["require_shadow"] = ",".join(map(str, shadow_gate.requirements))
             state = RolloutState(route=route_name, primary=primary, canary=canary, config=config, gates=gates)
-            pre_gates = self._load_test_gates(state)
+            pre_gates: list[Gate] = [shadow_gate] if shadow_gate is not None else []
+            pre_gates += self._load_test_gates(state)
             if pre_rollout_webhook is not None:
                 pre_gates.append(WebhookGate(pre_rollout_webhook))
             for gate in pre_gates:
@@ -146,7 +159,8 @@ class RolloutController:
             raise ConflictError(f"Rollout on `{route}` is {state.phase}; only a progressing rollout can pause.")
         return self._transition(state, Phase.paused, "paused")
 
-    async def resume_rollout(self, route: str) -> RolloutState:
+    async def resume(self, route: str) -> RolloutState:
+        """Un-pause the paused rollout on `route`."""
         state = self.active(route)
         if state.phase is not Phase.paused:
             raise ConflictError(f"Rollout on `{route}` is {state.phase}, not paused.")

@@ -36,6 +36,9 @@ class BucketLevel:
     capacity: float
     level: float
 
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level))
+
     def reset_s(self) -> float:
         """Seconds until the bucket is full again."""
         return (self.capacity - self.level) * 60.0 / self.capacity
@@ -46,7 +49,7 @@ def ratelimit_headers(requests: BucketLevel | None, tokens: BucketLevel | None) 
     for kind, bucket in (("requests", requests), ("tokens", tokens)):
         if bucket is not None:
             headers[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
+            headers[f"x-ratelimit-remaining-{kind}"] = str(bucket.remaining())
             headers[f"x-ratelimit-reset-{kind}"] = duration(bucket.reset_s())
     return headers
 

@@ -78,7 +78,7 @@ def test_html_report_holds_the_plots(sample_run):
 
 def test_impossible_slo_exits_1_and_prints_the_breach(server, tmp_path):
     finished = loadtest(
-        "--url", server.base_url, "--model", MODEL, "--users", "2", "--duration", "5s", "--max-requests", "4",
+        "--url", server.base_url, "--model", MODEL, "--users", "2", "--duration", "10m", "--max-requests", "4",
         "--max-tokens", "8", "--slo", "ttft_p50<1ms,error_rate<0.5", "--out", str(tmp_path),
     )  # fmt: skip
     assert finished.returncode == 1, finished.stderr

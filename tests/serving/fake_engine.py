@@ -11,11 +11,12 @@ from typing import Any
 
 from serving.backends.base import Backend, ChunkStream, Endpoint
 from serving.backends.supervisor import EngineSupervisor
-from serving.gateway import Gateway, ServedVersion
+from serving.gateway import Gateway
 from serving.registry.store import RegisteredModel
 from serving.router.router import Router
 from serving.settings import EngineSettings, WarmupSettings
 from serving.state import connect
+from serving.versions import LoraCapacity, ServedVersion
 
 FAST = EngineSettings(health_interval_s=0.01, restart_backoff_s=0.01, startup_timeout_s=5)
 """Supervision settings that notice a fake engine's health at once."""
@@ -57,6 +58,8 @@ class FakeEngine(Backend):
         self.payloads: list[dict[str, Any]] = []
         """What each completion asked the engine for."""
         self.endpoints: list[Endpoint] = []
+        self.streams: list[ChunkStream] = []
+        """Streams the next `open_stream` calls return, in order (then the usual three chunks)."""
 
     @property
     def managed(self) -> bool:
@@ -83,7 +86,7 @@ class FakeEngine(Backend):
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
         self.payloads.append(payload)
         self.endpoints.append(endpoint)
-        return ListedChunks(ROLE_CHUNK, TOKEN_CHUNK, USAGE_CHUNK)
+        return self.streams.pop(0) if self.streams else ListedChunks(ROLE_CHUNK, TOKEN_CHUNK, USAGE_CHUNK)
 
     async def load_adapter(self, name: str, path: str) -> None:
         self.adapters.append(name)
@@ -112,10 +115,10 @@ def served_version(name: str, healthy: asyncio.Event | None = None, version: str
     return ServedVersion(name, model, supervisor, 2048, name)
 
 
-async def started_gateway(state_path: Path, *names: str) -> Gateway:
+async def started_gateway(state_path: Path, *names: str, max_in_flight: int = 0) -> Gateway:
     """A gateway serving `names` (each from `name:v1`) on fake engines, every one warm."""
     versions = [served_version(name) for name in names]
-    gateway = Gateway(versions, 16, Router(connect(state_path), {}))
+    gateway = Gateway(versions, Router(connect(state_path), {}), lora=LoraCapacity(16), max_in_flight=max_in_flight)
     gateway.start()
     for version in versions:
         await version.supervisor.wait_ready(5)

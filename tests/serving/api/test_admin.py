@@ -12,7 +12,7 @@ import pytest
 from serving.api.app import create_app
 from serving.rollout.controller import RolloutController
 from serving.rollout.store import RolloutStore
-from serving.settings import FaultSettings, Settings
+from serving.settings import AccessLogSettings, FaultSettings, Settings
 from serving.state import connect
 from tests.serving.fake_engine import started_gateway
 
@@ -27,8 +27,8 @@ def chat(model: str, user: str) -> dict[str, object]:
 @pytest.fixture(params=[False, True], ids=["faults-off", "faults-on"])
 async def client(request, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     gateway = await started_gateway(tmp_path / "state.db", "chat", "new")
-    gateway.access_log = False
-    app = create_app(Settings(faults=FaultSettings(enabled=request.param)), gateway)
+    settings = Settings(faults=FaultSettings(enabled=request.param), access_log=AccessLogSettings(enabled=False))
+    app = create_app(settings, gateway)
     app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:
         yield client

@@ -4,8 +4,9 @@ import hashlib
 
 import pytest
 
-from serving.api.auth import Principal, key_digest
+from serving.api.auth import key_digest
 from serving.errors import PermissionDeniedError
+from serving.pipeline.principal import Principal
 
 
 def test_keys_are_compared_by_sha256():

@@ -103,3 +103,21 @@ async def test_a_failed_disconnect_watch_does_not_swallow_a_cancellation_from_ou
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_on_close_runs_also_when_the_stream_never_started():
+    """The client left before the first byte: the stream's generator never ran, yet what it held comes back."""
+    closed = asyncio.Event()
+
+    async def never_read() -> AsyncIterator[bytes]:
+        yield b"data: {}\n\n"
+
+    async def on_close() -> None:
+        closed.set()
+
+    async def refuse(message: dict) -> None:
+        raise OSError("the client is gone")
+
+    with pytest.raises(OSError):
+        await EventStreamResponse(never_read(), on_close=on_close)(SCOPE, asyncio.Event().wait, refuse)
+    assert closed.is_set()

@@ -103,9 +103,9 @@ async def test_a_paused_rollout_is_not_judged_until_resumed(gateway, tmp_path):
     assert rollouts.observer.calls == [] and weights(gateway) == {BASE: 90, NEW: 10}
     with pytest.raises(ConflictError, match="only a progressing rollout can pause"):
         await rollouts.pause("chat")
-    assert (await rollouts.resume_rollout("chat")).phase is Phase.progressing
+    assert (await rollouts.resume("chat")).phase is Phase.progressing
     with pytest.raises(ConflictError, match="not paused"):
-        await rollouts.resume_rollout("chat")
+        await rollouts.resume("chat")
     await rollouts.tick("chat")
     assert weights(gateway) == {BASE: 50, NEW: 50}
     await rollouts.stop()
@@ -152,7 +152,7 @@ async def test_after_a_restart_an_unfinished_rollout_resumes_ticking_on_its_own(
     )
     store.save(RolloutState(route="chat", primary=BASE, canary=NEW, config=brisk, phase=Phase.progressing))
     rollouts = RolloutController(gateway, ScriptedObserver(HEALTHY), store, reports_dir=tmp_path)
-    rollouts.resume()
+    rollouts.pick_up_unfinished()
     async with asyncio.timeout(5):
         while rollouts.status("chat").phase is not Phase.promoted:
             await asyncio.sleep(0.01)

@@ -10,7 +10,8 @@ import pytest
 
 from loadtest.gate import run_gate
 from serving.backends.ports import free_port_block
-from serving.rollout.gates import LoadTestGate, LoadTestGateSpec, WebhookGate
+from serving.errors import InvalidRequestError
+from serving.rollout.gates import LoadTestGate, LoadTestGateSpec, ShadowGate, WebhookGate
 from serving.rollout.policy import RolloutConfig, RolloutState
 
 STATE = RolloutState(route="chat", primary="base", canary="new", config=RolloutConfig(), ticks=3)
@@ -60,3 +61,43 @@ def test_a_load_test_gate_passes_the_stages_it_is_not_configured_for_without_run
     result = asyncio.run(LoadTestGate(spec, tmp_path, run_gate).check(STATE, "step"))  # a run would fail: port 1
     assert result.passed and "not configured for step" in result.detail
     assert not any(tmp_path.iterdir())
+
+
+RUN = {"candidate": "new", "report": "/r/report.html"}
+
+
+def shadow_run(**comparison: float | None) -> dict:
+    return {**RUN, "comparison": {"agreement": 0.95, "error_rate": 0.0, "ttft_p95_ratio": 1.1, **comparison}}
+
+
+def test_shadow_requirements_are_parsed_and_bad_ones_refused_naming_the_param():
+    gate = ShadowGate(" agreement>=0.9, ttft_p95_ratio<=1.25,error_rate<0.01", None)
+    assert [str(r) for r in gate.requirements] == ["agreement>=0.9", "ttft_p95_ratio<=1.25", "error_rate<0.01"]
+    for bad in ("agreement=>0.9", "speed>=2", "agreement>=x", ""):
+        with pytest.raises(InvalidRequestError) as refused:
+            ShadowGate(bad, None)
+        assert refused.value.param == "require_shadow"
+
+
+def test_the_shadow_gate_lists_every_breached_line():
+    gate = ShadowGate("agreement>=0.9,ttft_p95_ratio<=1.25,error_rate<=0.01", None)
+    gate.last_run = shadow_run(agreement=0.5, error_rate=0.2)
+    assert gate.breaches("new") == [
+        "agreement = 0.5 (required agreement>=0.9)", "error_rate = 0.2 (required error_rate<=0.01)"
+    ]  # fmt: skip
+    gate.last_run = shadow_run(agreement=None)
+    assert gate.breaches("new") == ["agreement: no data (required agreement>=0.9)"]
+    assert gate.breaches("other") == ["the last shadow run was of `new`, not of `other`"]
+    gate.last_run = None
+    assert gate.breaches("new") == ["no shadow run on this route"]
+    gate.last_run = shadow_run()
+    assert gate.breaches("new") == []
+
+
+async def test_the_shadow_gate_verdict_carries_the_run_it_relied_on():
+    state = RolloutState(route="r", primary="old", canary="new", config=RolloutConfig())
+    passed = await ShadowGate("agreement>=0.9", shadow_run()).check(state, "pre-rollout")
+    assert passed.passed and passed.gate == "shadow" and passed.report == "/r/report.html"
+    assert passed.evidence == {"required": "agreement>=0.9", "run": shadow_run()}
+    failed = await ShadowGate("agreement>=0.99", shadow_run()).check(state, "pre-rollout")
+    assert not failed.passed and failed.detail == "shadow: agreement = 0.95 (required agreement>=0.99)"

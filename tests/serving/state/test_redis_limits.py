@@ -10,8 +10,8 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from serving.api.ratelimit import RateLimiter
 from serving.errors import RateLimitError, StateUnavailableError
+from serving.pipeline.ratelimit import RateLimiter
 from serving.settings import StateSettings
 from serving.state.client import redis_client
 from serving.state.health import StateHealth

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from serving.api.ratelimit import RateLimiter, rate_limits
+from serving.pipeline.ratelimit import RateLimiter, rate_limits
 from serving.settings import Settings
 from serving.state.limits import Admission, AsyncRateLimiter, Limits
 from serving.state.redis_keys import KeyLookup

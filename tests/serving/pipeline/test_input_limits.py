@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.api.input_limits import check_input_limits
 from serving.errors import InvalidRequestError
+from serving.pipeline.input_limits import check_input_limits
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 from serving.settings import LimitsSettings
 

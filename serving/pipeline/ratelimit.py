@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from serving.api.auth import ANONYMOUS_ID
+from serving.pipeline.principal import ANONYMOUS_ID
 from serving.settings import Settings
 from serving.state.limits import (
     Admission,
@@ -61,6 +61,9 @@ class TokenBucket:
     def snapshot(self) -> BucketLevel:
         self._refill()
         return BucketLevel(self.capacity, self.level)
+
+    def remaining(self) -> int:
+        return self.snapshot().remaining()
 
 
 class RateLimiter:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.api.ratelimit import RateLimiter, rate_limits
 from serving.errors import RateLimitError
+from serving.pipeline.ratelimit import RateLimiter, rate_limits
 from serving.settings import Settings
 from tests.conftest import ManualClock
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from serving import gateway as gateway_module
+from serving import versions as versions_module
 from serving.backends.supervisor import EngineSupervisor
+from serving.engines import on_demand_engine
 from serving.errors import EngineStartFailedError, ModelNotFoundError
-from serving.gateway import Gateway, ServedVersion, on_demand_engine
+from serving.gateway import Gateway
 from serving.registry import store
 from serving.registry.store import ModelMissingError, RegisteredModel
 from serving.rollout.controller import RolloutController
@@ -21,6 +22,7 @@ from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
 from serving.settings import OnDemandSettings, Settings, WarmupSettings
 from serving.state import connect
+from serving.versions import LoraCapacity, ServedVersion
 from tests.serving.fake_engine import FAST, FakeEngine
 
 REGISTRY = {
@@ -56,7 +58,7 @@ def registry(monkeypatch, tmp_path_factory):
             raise ModelMissingError(tag)
         return REGISTRY[tag]
 
-    monkeypatch.setattr(gateway_module, "get_model_by_tag", get_model_by_tag)
+    monkeypatch.setattr(versions_module, "get_model_by_tag", get_model_by_tag)
 
 
 async def make_gateway(tmp_path: Path, engines: Engines, ready_timeout_s: float = 5) -> Gateway:
@@ -65,7 +67,10 @@ async def make_gateway(tmp_path: Path, engines: Engines, ready_timeout_s: float 
     base = FakeEngine("base", healthy)
     served = ServedVersion("base", REGISTRY["base:v1"], EngineSupervisor(base, FAST, WarmupSettings()), 2048, "base")
     router = Router(connect(tmp_path / "state.db"), {})
-    gateway = Gateway([served], 16, router, engines, OnDemandSettings(ready_timeout_s=ready_timeout_s))
+    gateway = Gateway(
+        [served], router, lora=LoraCapacity(16), engine_factory=engines,
+        on_demand=OnDemandSettings(ready_timeout_s=ready_timeout_s),
+    )  # fmt: skip
     gateway.start()
     await served.supervisor.wait_ready(5)
     return gateway
@@ -107,18 +112,18 @@ async def test_an_engine_nothing_routes_to_is_stopped_after_its_requests_finish(
     gateway = await make_gateway(tmp_path, engines)
     await gateway.set_route(route("chat", base=50, merged_v3=50))
     served = gateway.versions["merged:v3"]
-    engine = gateway.admit(served)
+    engine = gateway.engines.admit(served)
 
     await gateway.set_route(route("chat", base=100))
-    assert "merged:v3" not in gateway.versions and "merged:v3" not in gateway.bases
+    assert "merged:v3" not in gateway.versions and "merged:v3" not in gateway.engines.bases
     await asyncio.sleep(0.05)
     assert engines.built["merged:v3"].running, "stopped while a request was still in flight"
 
-    gateway.release(served, engine)
+    gateway.engines.release(served, engine)
     await until(lambda: not engines.built["merged:v3"].running)
-    await until(lambda: not gateway._retiring)
+    await until(lambda: not gateway.on_demand._retiring)
     await gateway.delete_route("chat")
-    assert gateway.bases.keys() == {"base"}, "a configured base was retired"
+    assert gateway.engines.bases.keys() == {"base"}, "a configured base was retired"
     await gateway.stop()
 
 
@@ -138,7 +143,7 @@ async def test_an_on_demand_base_used_by_another_route_or_promoted_keeps_serving
     assert engines.built["new:v2"] is not first and engines.built["new:v2"].running
 
     await gateway.set_route(route("a", new_v2=100))  # promoted: the canary base is the route's only member
-    assert gateway.versions["new:v2"].supervisor.ready and "base" in gateway.bases
+    assert gateway.versions["new:v2"].supervisor.ready and "base" in gateway.engines.bases
     await gateway.stop()
 
 
@@ -163,7 +168,7 @@ async def test_a_route_change_under_way_keeps_its_starting_engine_from_being_ret
     change = asyncio.create_task(gateway.set_route(route("a", base=90, new_v2=10)))
     await until(lambda: "new:v2" in engines.built)
     await gateway.set_route(route("b", base=100))
-    assert "new:v2" in gateway.bases
+    assert "new:v2" in gateway.engines.bases
     engines.healthy.set()
     await change
     assert gateway.versions["new:v2"].supervisor.ready
@@ -190,7 +195,7 @@ async def test_an_engine_not_warm_in_time_refuses_the_route_and_is_stopped(tmp_p
     with pytest.raises(EngineStartFailedError, match=r"not warm after 0.2s"):
         await gateway.set_route(route("chat", base=90, new_v2=10))
     assert "chat" not in gateway.router.routes
-    assert "new:v2" not in gateway.bases and not engines.built["new:v2"].running
+    assert "new:v2" not in gateway.engines.bases and not engines.built["new:v2"].running
     await gateway.stop()
 
 
@@ -207,10 +212,12 @@ def test_after_a_restart_a_stored_route_brings_its_on_demand_base_back_on_a_port
     settings = Settings(home=tmp_path)
     Router(connect(settings.state_path), {}).set(route("chat", base=90, new_v2=5, lora_a=5))
     gateway = Gateway.from_settings(settings, REGISTRY["base:v1"])
-    restored = gateway.bases["new:v2"]
-    assert restored.name not in gateway.configured
+    restored = gateway.engines.bases["new:v2"]
+    assert restored.name not in gateway.engines.configured
     assert restored.supervisor.backend.engine_name == "vllm"
-    assert restored.supervisor.backend.base_url != gateway.bases[settings.model.name].supervisor.backend.base_url
+    assert (
+        restored.supervisor.backend.base_url != gateway.engines.bases[settings.model.name].supervisor.backend.base_url
+    )
     assert gateway.versions["lora:a"].parent == "new:v2"
     assert not gateway.ready, "a routed on-demand engine that is not warm yet counts for /ready"
 
@@ -249,6 +256,6 @@ async def test_a_rollout_to_a_base_canary_starts_it_and_promotion_or_abort_retir
     await rollouts.promote("chat")
     assert gateway.router.routes["chat"].versions == ["merged:v3"]
     assert "new:v2" not in gateway.versions, "the promoted-away on-demand primary kept its engine"
-    assert gateway.versions["merged:v3"].supervisor.ready and "base" in gateway.bases
+    assert gateway.versions["merged:v3"].supervisor.ready and "base" in gateway.engines.bases
     await rollouts.stop()
     await gateway.stop()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.api.truncation import prompt_tokens, tokenizer_for, truncate_left
 from serving.errors import ContextLengthExceededError
+from serving.pipeline.truncation import prompt_tokens, tokenizer_for, truncate_left
 from serving.protocol import ChatMessage
 from serving.registry.store import get_model
 

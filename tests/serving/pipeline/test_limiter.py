@@ -8,8 +8,8 @@ from fastapi import Depends, FastAPI
 
 from serving.api.auth import Principal, authenticate, key_digest
 from serving.api.errors import install_error_handlers
-from serving.api.limiter import InProcessRateLimiter, build_rate_limiter
 from serving.errors import RateLimitError
+from serving.pipeline.limiter import InProcessRateLimiter, build_rate_limiter
 from serving.settings import Settings
 from serving.state.redis_keys import StoredKey, new_key
 from serving.state.redis_limits import SharedRateLimiter

@@ -1,0 +1,1 @@
+"""Deployment manifests rendered from servekit's settings (`servekit deploy k8s`)."""

@@ -8,6 +8,7 @@ per-key TTL caches, no key can outlive its revocation by more than that delay.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -118,7 +119,7 @@ class KeyLookup:
         self._by_id: dict[str, StoredKey] = {}
         self._version: str | None = None
         self._checked = -float("inf")
-        self._refreshing = False
+        self._loading: asyncio.Future[None] | None = None
 
     async def get(self, sha256: str) -> StoredKey | None:
         await self._refresh_when_due()
@@ -132,12 +133,15 @@ class KeyLookup:
         return (key.requests_per_minute, key.tokens_per_minute) if key else (None, None)
 
     async def _refresh_when_due(self) -> None:
-        """One version check per interval: concurrent requests meanwhile use the copy they have."""
-        if self._refreshing or self.clock() - self._checked < self.poll_s:
-            return
-        if not self.health.available(OPERATION):
-            return
-        self._refreshing = True
+        """One version check per interval, single-flight: requests arriving while it runs wait for it (a few
+        hundred microseconds), so none is let in on a table older than the interval, nor refused at start-up."""
+        if self._loading is None:
+            if self.clock() - self._checked < self.poll_s or not self.health.available(OPERATION):
+                return
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
         try:
             version = await self.store.version()
             if version != self._version:
@@ -149,4 +153,4 @@ class KeyLookup:
         except (RedisError, OSError) as error:
             self.health.failed(OPERATION, error)
         finally:
-            self._refreshing = False
+            self._loading = None

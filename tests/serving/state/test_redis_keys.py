@@ -59,6 +59,15 @@ async def test_a_key_created_on_one_replica_works_on_another_and_revocation_reac
     assert on_b.limits("team-a") == (None, None)
 
 
+async def test_concurrent_first_requests_share_one_load_and_none_is_refused(states):
+    state = states()
+    digest = key_digest(new_key())
+    await state.key_store().create(StoredKey("k", digest))
+    lookup = state.key_lookup()
+    found = await asyncio.gather(*(lookup.get(digest) for _ in range(20)))
+    assert [key.id for key in found] == ["k"] * 20
+
+
 async def test_only_the_digest_is_stored_and_ids_are_unique(states, redis_server):
     store = states().key_store()
     key = new_key()

@@ -26,8 +26,8 @@ from serving.bench.section import BenchContext, SectionResult
 from serving.bench.session import ServekitSession
 from serving.settings import Settings
 
-SECTIONS = ("router", "training", "gateway", "baseline", "lora", "triton")
-"""`all`, in an order that starts the shared servekit as late as possible (router and training need none)."""
+SECTIONS = ("router", "state", "training", "gateway", "baseline", "lora", "triton")
+"""`all`, in an order that starts the shared servekit as late as possible (router, state and training need none)."""
 console = Console()
 
 

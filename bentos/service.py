@@ -68,6 +68,7 @@ class Servekit:
     @bentoml.on_shutdown
     async def stop_engines(self) -> None:
         await self.rollouts.stop()
+        await app.state.shadows.close()  # writes the results of shadow runs still going
         await self.gateway.stop()
 
     def __is_ready__(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,8 +15,12 @@ from loadtest.prompts import MaxTokens
 from loadtest.report import ROWS, cell
 from loadtest.slo import SLOError
 
+if TYPE_CHECKING:  # Locust (which gevent-patches its importer) loads only in the process that runs load
+    from loadtest.distributed import Distribution
+
 console = Console(stderr=True)
 app = typer.Typer(no_args_is_help=True, help="Locust load tests with LLM metrics, load shapes and SLO gates.")
+DEFAULT_MASTER_PORT = 5557  # Locust's own
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h)?$")
 
 
@@ -35,9 +40,20 @@ def print_summary(results: dict) -> None:
     console.print(table)
 
 
+def plan_distribution(workers: int, master: bool, bind_host: str, port: int) -> Distribution | None:
+    """`--workers N`: N local workers on a free port; `--master --workers N`: N remote ones on `port`."""
+    from loadtest.distributed import Distribution
+
+    if workers < 0 or (master and workers < 1):
+        raise ValueError("--workers must be >= 1 with --master (the number of workers to wait for)")
+    if master:
+        return Distribution(workers, local=False, bind_host=bind_host, port=port)
+    return Distribution(workers) if workers else None
+
+
 @app.command()
 def run(
-    url: str = typer.Option(..., help="Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:3000"),
+    url: str | None = typer.Option(None, help="Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:3000"),
     model: str | None = typer.Option(
         None, help="Served model name (route) or registry version; default: the server's only model (routes aside)."
     ),
@@ -53,19 +69,32 @@ def run(
     ignore_eos: bool = typer.Option(True, help="Generate exactly max_tokens (vLLM ignore_eos)."),
     allow_remote: bool = typer.Option(False, help="Allow a non-loopback URL."),
     out: Path = typer.Option(Path("loadtest-out"), help="Directory for results.json, requests.csv, report.html."),
+    workers: int = typer.Option(0, help="Locust distributed mode: a master and N local worker processes."),
+    master: bool = typer.Option(False, "--master", help="Be the master only: wait for --workers N remote workers."),
+    worker: bool = typer.Option(False, "--worker", help="Be a worker of the master at --master-host."),
+    master_host: str = typer.Option("127.0.0.1", help="--worker: the master's host."),
+    master_port: int = typer.Option(DEFAULT_MASTER_PORT, help="--master/--worker: the master's port."),
+    master_bind_host: str = typer.Option("*", help="--master: the interface workers connect to."),
 ) -> None:
     """Run one bounded load test; exit 1 when an SLO is breached."""
+    from loadtest.distributed import DistributionError, run_worker
     from loadtest.runner import LoadTestError, RunConfig
     from loadtest.runner import run as run_load_test
 
+    if worker:
+        run_worker(master_host, master_port)
+        return
     try:
+        if url is None:
+            raise LoadTestError("--url is required (except with --worker)")
+        distribution = plan_distribution(workers, master, master_bind_host, master_port)
         config = RunConfig(
             url=url, model=model, out=out, users=users, duration_s=parse_duration(duration), shape=shape, rate=rate,
             max_requests=max_requests, max_tokens=MaxTokens.parse(max_tokens), endpoint=endpoint, version=version,
             slo=slo, ignore_eos=ignore_eos, allow_remote=allow_remote,
         )  # fmt: skip
-        results = run_load_test(config, console)
-    except (LoadTestError, SLOError, ValueError) as exc:
+        results = run_load_test(config, console, distribution)
+    except (LoadTestError, DistributionError, SLOError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     print_summary(results)

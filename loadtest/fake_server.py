@@ -20,23 +20,29 @@ def chunk(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def make_app(tokens: int, fail_every: int = 0) -> web.Application:
-    """`fail_every` N > 0: every Nth generation answers 500, to check that errors are counted, not fatal."""
+def make_app(tokens: int, fail_every: int = 0, serves: str = VERSION) -> web.Application:
+    """`fail_every` N > 0: every Nth generation answers 500, to check that errors are counted, not fatal.
+    `serves`: the registry tag it claims to serve (its card's `root`, its name the card's `id`)."""
     served = 0
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def stats(_: web.Request) -> web.Response:
+        """How many generations it received: the ground truth a load test's own count is checked against."""
+        return web.json_response({"generations": served})
+
     async def models(_: web.Request) -> web.Response:
-        card = {"id": "fake", "object": "model", "created": int(time.time()), "root": VERSION, "ready": True}
-        return web.json_response({"object": "list", "data": [card]}, headers={"x-servekit-version": VERSION})
+        card = {"id": serves.split(":")[0], "object": "model", "created": int(time.time()), "root": serves,
+                "ready": True, "engine": "fake"}  # fmt: skip
+        return web.json_response({"object": "list", "data": [card]}, headers={"x-servekit-version": serves})
 
     async def generate(request: web.Request) -> web.StreamResponse:
         nonlocal served
         served += 1
         if fail_every and served % fail_every == 0:
             error = {"error": {"message": "injected failure", "type": "server_error", "param": None, "code": None}}
-            return web.json_response(error, status=500, headers={"x-servekit-version": VERSION})
+            return web.json_response(error, status=500, headers={"x-servekit-version": serves})
         body = await request.json()
         count = min(tokens, int(body.get("max_tokens") or tokens))
         key = "text" if "prompt" in body else "delta"
@@ -44,8 +50,8 @@ def make_app(tokens: int, fail_every: int = 0) -> web.Application:
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": "x" * count}, "finish_reason": "length"}
             payload = {"object": "chat.completion", "choices": [choice], "usage": usage}
-            return web.json_response(payload, headers={"x-servekit-version": VERSION})
-        response = web.StreamResponse(headers={"content-type": "text/event-stream", "x-servekit-version": VERSION})
+            return web.json_response(payload, headers={"x-servekit-version": serves})
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", "x-servekit-version": serves})
         await response.prepare(request)
         text = {"text": "x"} if key == "text" else {"delta": {"content": "x"}}
         pieces = [chunk({"choices": [{"index": 0, **text}]}) for _ in range(count)]
@@ -57,6 +63,7 @@ def make_app(tokens: int, fail_every: int = 0) -> web.Application:
     app = web.Application()
     app.router.add_get("/health", health)  # lets servekit use it as an engine (`engine.url`)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/stats", stats)
     app.router.add_post("/v1/chat/completions", generate)
     app.router.add_post("/v1/completions", generate)
     return app
@@ -66,9 +73,10 @@ def main(
     port: int = typer.Option(8999),
     tokens: int = typer.Option(8, help="Tokens per answer."),
     fail_every: int = typer.Option(0, help="Answer 500 to every Nth generation (0: never)."),
+    serves: str = typer.Option(VERSION, help="The version (name:version) it claims to serve."),
 ) -> None:
     """Serve on 127.0.0.1:PORT until interrupted."""
-    web.run_app(make_app(tokens, fail_every), host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(make_app(tokens, fail_every, serves), host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 import gevent
 import httpx
 from locust.env import Environment
-from locust.runners import STATE_STOPPED
+from locust.runners import STATE_STOPPED, Runner
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from loadtest.distributed import Distribution, Master, run_options
 from loadtest.metrics import RequestRecord
 from loadtest.prompts import MaxTokens
 from loadtest.results import write_outputs
@@ -127,48 +128,83 @@ def validate(config: RunConfig) -> None:
     config.model = probe(config.url, config.model)
 
 
-def run(config: RunConfig, console: Console) -> dict[str, Any]:
-    """Validate, run the shape until it ends (or max requests), write outputs into `config.out`; the results."""
+def run(config: RunConfig, console: Console, distribution: Distribution | None = None) -> dict[str, Any]:
+    """Validate, run the shape until it ends (or max requests), write outputs into `config.out`; the results.
+
+    With a `distribution`, this process is a Locust master: the users run in worker processes (local or
+    remote), and their records come back here, so the outputs are the same as a single-process run's."""
     config.url = config.url.rstrip("/")
     named = config.model is not None
     validate(config)
     if not named:
         console.print(f"--model not given: load-testing {config.model!r}, the one model {config.url} serves")
     objectives = parse_slo(config.slo) if config.slo else []
-    budget = RequestBudget(config.max_requests)
     LLMUser.settings = UserSettings(
         model=config.model, endpoint=config.endpoint, max_tokens=config.max_tokens, version=config.version,
-        ignore_eos=config.ignore_eos, budget=budget,
+        ignore_eos=config.ignore_eos, budget=RequestBudget(config.max_requests),
     )  # fmt: skip
     environment = Environment(
         user_classes=[LLMUser], shape_class=make_shape(config.shape, config.users, config.duration_s, config.rate),
         host=config.url, stop_timeout=STOP_TIMEOUT_S,
+        parsed_options=run_options(worker_settings(config, distribution.workers)) if distribution else None,
     )  # fmt: skip
     collector = Collector()
-    environment.events.request.add_listener(collector.on_request)
-    runner = environment.create_local_runner()
+    master = None
+    if distribution is None:
+        environment.events.request.add_listener(collector.on_request)
+        runner = environment.create_local_runner()
+    else:
+        master = Master(environment, distribution, collector.records, config.out / "workers")
+
+        def waiting(connected: int, port: int) -> None:
+            console.print(f"waiting for workers on port {port}: {connected}/{distribution.workers} connected")
+
+        runner = master.start(waiting)
+        console.print(f"{distribution.workers} workers connected")
     collector.reset()
     t0 = collector.started_at
-    deadline = time.monotonic() + config.duration_s + STOP_TIMEOUT_S + 5
     runner.start_shape()
+    try:
+        follow(runner, collector, config, console)
+    finally:  # also on Ctrl-C: local workers must not outlive the run
+        if master is None:
+            runner.quit()
+        else:
+            runner.stop()
+            if missing := master.finish():
+                console.print(f"[yellow]warning:[/yellow] {missing} workers did not hand over their last records")
+    wall_s = time.time() - t0
+    return write_outputs(config.out, collector.records, config.describe(), t0, wall_s, objectives)
+
+
+def follow(runner: Runner, collector: Collector, config: RunConfig, console: Console) -> None:
+    """Show progress until the shape ends, max requests are done, or the run overstays its deadline."""
+    deadline = time.monotonic() + config.duration_s + STOP_TIMEOUT_S + 5
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, auto_refresh=False
     ) as progress:
         task = progress.add_task("starting", total=config.duration_s)
         while runner.state != STATE_STOPPED and time.monotonic() < deadline:
-            if budget.exhausted and runner.user_count == 0:
+            if config.max_requests is not None and len(collector.records) >= config.max_requests:
                 break
-            gevent.sleep(0.5)
+            gevent.sleep(0.2)
             done = collector.records
             errors = sum(not r.ok for r in done)
             tokens = sum(r.output_tokens for r in done)
-            elapsed = time.time() - t0
+            elapsed = time.time() - collector.started_at
             progress.update(
                 task, completed=min(elapsed, config.duration_s),
                 description=f"{runner.user_count:>3} users  {len(done):>5} requests  {errors} errors  "
                 f"{tokens / max(elapsed, 1e-9):7.1f} tok/s",
             )  # fmt: skip
             progress.refresh()
-    runner.quit()
-    wall_s = time.time() - t0
-    return write_outputs(config.out, collector.records, config.describe(), t0, wall_s, objectives)
+
+
+def worker_settings(config: RunConfig, workers: int) -> dict[str, Any]:
+    """What a worker needs to build the same users and pacing (plain data: Locust ships it to the workers)."""
+    return {
+        "model": config.model, "endpoint": config.endpoint, "max_tokens": str(config.max_tokens),
+        "version": config.version, "ignore_eos": config.ignore_eos, "max_requests": config.max_requests,
+        "workers": workers, "shape": config.shape, "users": config.users, "duration_s": config.duration_s,
+        "rate": config.rate,
+    }  # fmt: skip

@@ -58,6 +58,7 @@ class UserSettings:
     ignore_eos: bool = True  # vLLM's knob: every request generates exactly max_tokens
     prompts: list[str] = field(default_factory=load_prompts)
     budget: RequestBudget = field(default_factory=RequestBudget)
+    level: int | None = None  # the whole run's user count, as a distributed run's master tells its workers
 
 
 _user_ids = itertools.count(1)
@@ -106,7 +107,7 @@ class LLMUser(User):
             raise StopUser
         endpoint, path = self.settings.endpoint, ENDPOINTS[self.settings.endpoint]
         max_tokens = self.settings.max_tokens.sample(self.rng)
-        started_at, users = time.time(), self.environment.runner.user_count if self.environment.runner else 1
+        started_at, users = time.time(), self.concurrency()
         result, status = self.send(path, self.body(max_tokens))
         tokens = result.output_tokens or len(result.token_times)
         times = result.token_times
@@ -121,6 +122,12 @@ class LLMUser(User):
             response_length=record.output_tokens, response=None, context={"record": record},
             exception=None if record.ok else RuntimeError(record.error),
         )  # fmt: skip
+
+    def concurrency(self) -> int:
+        """The run's user count now: a worker of a distributed run runs only its share of the users."""
+        if self.settings.level is not None:
+            return self.settings.level
+        return self.environment.runner.user_count if self.environment.runner else 1
 
     def send(self, path: str, body: dict[str, Any]) -> tuple[StreamResult, int]:
         """POST and read the answer; every failure (HTTP status, transport, malformed body) lands in the result."""

@@ -275,3 +275,45 @@ class ShadowStatus(BaseModel):
     candidate_errors: int
     comparison: dict[str, float | int | None]
     report: str | None = Field(None, description="The run's report.html, once finished.")
+
+
+class CapacityKnee(BaseModel):
+    """The goodput-optimal load a version sustains within its SLO (`servekit capacity`)."""
+
+    concurrency: int = Field(ge=1, description="Closed-loop users at the knee: the in-flight requests it sustains.")
+    request_rate: float = Field(description="Successful requests/s at the knee.")
+    goodput_rate: float = Field(description="Requests/s at the knee that met every per-request SLO clause.")
+    ttft_p95: float | None = None
+    itl_p95: float | None = None
+    max_arrival_rate: float | None = Field(None, description="Highest open-loop arrival rate (req/s) that met the SLO.")
+
+
+class CapacityPoint(BaseModel):
+    """One measured load level of a capacity sweep."""
+
+    mode: Literal["closed", "open"]
+    concurrency: int
+    offered_rate: float | None = None
+    requests: int
+    request_rate: float
+    goodput_rate: float
+    error_rate: float
+    ttft_p95: float | None = None
+    itl_p95: float | None = None
+    latency_p95: float | None = None
+    breaches: list[str] = Field(default_factory=list)
+    meets_slo: bool
+
+
+class CapacityProfile(BaseModel):
+    """What a version sustains within an SLO, measured on one machine: profile.json, stored with the version."""
+
+    schema_version: int
+    version: str
+    created_at: str
+    slo: list[str]
+    run: dict[str, Any] = Field(default_factory=dict, description="How each point was loaded (tokens, duration).")
+    engine: dict[str, Any] = Field(default_factory=dict, description="The engine as the server reported it.")
+    machine: dict[str, Any] = Field(default_factory=dict)
+    knee: CapacityKnee | None = Field(None, description="None: no measured load met the SLO.")
+    curve: list[CapacityPoint]

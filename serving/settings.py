@@ -203,6 +203,13 @@ class LimitsSettings(BaseModel):
     max_in_flight_per_engine: int = Field(
         256, ge=0, description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap)."
     )
+    capacity_margin: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of a version's measured capacity knee (`servekit capacity`) used as its in-flight cap "
+        "and autoscaling target where no explicit cap is set: headroom for variance the sweep did not see.",
+    )
 
 
 class BreakerSettings(BaseModel):

@@ -10,10 +10,11 @@ from serving.api.body_limit import BodyLimitMiddleware
 from serving.api.endpoints import completion_router, engine_router, fallback_router, openai_router, ops_router
 from serving.api.errors import install_error_handlers
 from serving.api.request_id import RequestIdMiddleware
-from serving.api.shadows import shadow_router
+from serving.api.shadows import primary_tokenizers, shadow_router
 from serving.gateway import Gateway
 from serving.pipeline.dispatch import Pipeline
 from serving.settings import Settings
+from serving.shadow.session import Shadower
 
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
@@ -39,5 +40,9 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
 
 def serve_gateway(app: FastAPI, gateway: Gateway) -> None:
     """Requests to `app` are served by `gateway`'s versions through one request pipeline."""
+    settings: Settings = app.state.settings
     app.state.gateway = gateway
-    app.state.pipeline = Pipeline(app.state.settings, gateway)
+    app.state.shadows = Shadower(
+        settings.shadow, settings.shadows_dir, gateway.metrics.registry, primary_tokenizers(gateway)
+    )
+    app.state.pipeline = Pipeline(settings, gateway, app.state.shadows)

@@ -49,15 +49,8 @@ def primary_tokenizers(gateway: Gateway) -> Callable[[str], Tokenize]:
 
 
 def shadows_of(app: FastAPI) -> Shadower:
-    """The server's Shadower: `app.state.shadows` when the host made one, else made now on the gateway's metrics
-    registry, measuring agreement in the primaries' tokens (what the request pipeline calls too)."""
-    shadower: Shadower | None = getattr(app.state, "shadows", None)
-    if shadower is None:
-        settings, gateway = app.state.settings, app.state.gateway
-        tokenizers = primary_tokenizers(gateway)
-        shadower = Shadower(settings.shadow, settings.shadows_dir, gateway.metrics.registry, tokenizers)
-        app.state.shadows = shadower
-    return shadower
+    """The server's Shadower (made with its request pipeline, which mirrors the requests)."""
+    return app.state.shadows
 
 
 @shadow_router.get("", response_model=list[ShadowStatus])

@@ -21,6 +21,7 @@ from serving.cli import (
     train,
     triton,
 )
+from serving.cli.capacity import capacity
 from serving.cli.state import app as state_app
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
@@ -40,6 +41,7 @@ app.command(name="observe")(observe.observe)
 app.command(name="train")(train.train)
 app.command(name="bench")(bench.bench)
 app.command(name="soak")(soak.soak_command)
+app.command(name="capacity")(capacity)
 
 
 def main() -> None:

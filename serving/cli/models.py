@@ -209,6 +209,13 @@ def list_(
 
 @app.command()
 def show(tag: str, config: Path | None = ConfigOption) -> None:
-    """One version's manifest."""
+    """One version's manifest, and its capacity profile's knee when `servekit capacity` measured one."""
+    from serving.registry.capacity import capacity_profile
+
     model = _registered(tag, config)
     console.print_json(json.dumps({"tag": model.tag, "path": str(model.path), **model.metadata}))
+    if (profile := capacity_profile(model)) is not None:
+        console.print(f"capacity (SLO {', '.join(profile.slo)}; measured {profile.created_at}"
+                      f" on {profile.machine.get('cpu_model', '?')}):", highlight=False)  # fmt: skip
+        console.print_json(json.dumps({"knee": profile.knee.model_dump() if profile.knee else None,
+                                       "levels_measured": len(profile.curve)}))  # fmt: skip

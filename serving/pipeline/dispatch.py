@@ -1,7 +1,9 @@
 """A request's whole life, top to bottom, in `Pipeline.serve`:
 
 authorize → input limits → choose the version (pin, route, breaker fallback) → prompt policy → rate admission
-→ in-flight admission → injected fault → engine call → relay (stream) or answer → give back, settle, record.
+→ in-flight admission (copies to a shadow candidate shed first) → a copy to the shadow candidate, not waited
+for → injected fault → engine call → relay (stream) or answer → give back, settle, record (and hand the
+primary's answer to the shadow comparison).
 
 Everything a request takes (its rate-limit charge, its in-flight slot, the engine's stream) is registered in one
 `Held` as it is taken and given back in reverse order when the answer is complete, on every path: an error, a
@@ -10,13 +12,15 @@ and an `Answer` into a response."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from serving.backends.base import Endpoint
-from serving.errors import ServekitError
+from serving.errors import OverloadedError, ServekitError
 from serving.faults import Faults
 from serving.gateway import Gateway
 from serving.metrics.access_log import write_access_log
@@ -30,6 +34,9 @@ from serving.pipeline.relay import CompletionEvents, ResponseEvents, count_usage
 from serving.protocol import ModelRequest
 from serving.router.breaker import Breakers
 from serving.settings import Settings
+from serving.shadow.answer import AnswerAccumulator, RelayedAnswer
+from serving.shadow.copy import send_copy
+from serving.shadow.session import Shadower
 from serving.versions import ServedVersion
 
 VERSION_HEADER = "x-servekit-version"
@@ -103,14 +110,17 @@ class Ticket:
     admission: Admission | None
     status: int = CLIENT_CLOSED_REQUEST
     error: ServekitError | None = field(default=None)
+    shadowed: AnswerAccumulator | None = None
+    """The primary's answer as relayed, kept only for a request mirrored to a shadow candidate."""
 
     def ended(self, status: int) -> None:
         self.status = status
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, gateway: Gateway) -> None:
+    def __init__(self, settings: Settings, gateway: Gateway, shadows: Shadower) -> None:
         self.gateway = gateway
+        self.shadows = shadows
         self.limits = settings.limits
         self.limiter = RateLimiter(rate_limits(settings))
         self.breakers = Breakers(settings.breaker.consecutive_failures, settings.breaker.open_s)
@@ -138,15 +148,19 @@ class Pipeline:
         held.add(functools.partial(self._finish, ticket))
         engines = self.gateway.engines
         try:
-            engine = engines.admit(served)
+            engine = await self._admit(served)
             held.add(functools.partial(engines.release, served, engine))
-            await self.faults.apply(served.name)
             payload = body.engine_payload(served.engine_model)
+            if self.shadows.should_mirror(body.model, call.sticky_key):
+                ticket.shadowed = self._mirror(call, payload)
+            await self.faults.apply(served.name)
             backend = engines.backend(served, engine)
             if not body.stream:
                 result = await backend.complete(call.endpoint, payload)
                 count_usage(stats, result.get("usage"))
                 ticket.ended(200)
+                if ticket.shadowed is not None:
+                    ticket.shadowed.feed(json.dumps(result).encode())
                 return Answer(headers, body=result)
             stream = await backend.open_stream(call.endpoint, payload)
             held.add(stream.aclose)
@@ -156,7 +170,8 @@ class Pipeline:
                 else CompletionEvents(stats, body.wants_usage_in_stream)
             )
             close = held.hand_over().close  # the stream's end gives everything back now
-            return Answer(headers, stream=relay(stream, events, ticket.ended, close), close=close)
+            observe = ticket.shadowed.feed if ticket.shadowed is not None else None
+            return Answer(headers, stream=relay(stream, events, ticket.ended, close, observe), close=close)
         except ServekitError as error:
             ticket.ended(error.status_code)
             ticket.error = error
@@ -164,14 +179,51 @@ class Pipeline:
         finally:
             await held.close()
 
+    async def _admit(self, served: ServedVersion) -> str:
+        """An in-flight slot on `served`'s engine; when it is full, copies to shadow candidates give theirs up
+        first (cancelled copies release their slots at their next step)."""
+        try:
+            return self.gateway.engines.admit(served)
+        except OverloadedError:
+            if not self.shadows.shed():
+                raise
+            await asyncio.sleep(0)
+            return self.gateway.engines.admit(served)
+
+    def _mirror(self, call: Call, payload: dict[str, Any]) -> AnswerAccumulator | None:
+        """Send a copy of the request to the route's shadow candidate without waiting for it (no rate limit,
+        breaker or metrics of the client's); returns where the primary's answer is collected for the comparison,
+        None when the copy was dropped."""
+        body, engines = call.body, self.gateway.engines
+        candidate = self.gateway.versions.find(self.shadows.runs[body.model].candidate)
+        if candidate is None:
+            return None
+
+        async def send() -> RelayedAnswer:
+            engine = engines.admit(candidate)
+            try:
+                backend = engines.backend(candidate, engine)
+                return await send_copy(backend, call.endpoint, payload, candidate.engine_model, body.temperature)
+            finally:
+                engines.release(candidate, engine)
+
+        prompt = body.model_dump_json(include={"messages", "prompt", "input"}) if self.shadows.keeps_samples else None
+        if not self.shadows.mirror(body.model, call.request_id, send, prompt=prompt):
+            return None
+        return AnswerAccumulator(stream=body.stream, temperature=body.temperature)
+
     def _finish(self, ticket: Ticket) -> None:
         """What every finished request updates: its rate-limit charge (settled against real usage; an error's
-        estimate comes back), its version's circuit breaker, the metrics and the access log."""
+        estimate comes back), its version's circuit breaker, the metrics and the access log, and a shadow
+        comparison waiting for its answer."""
         stats = ticket.stats
         self.limiter.settle(ticket.admission, stats.prompt_tokens + stats.completion_tokens)
         self.choice.settle(ticket.served, ticket.status, ticket.error)
         stats.finish(ticket.status)
         self.record(stats)
+        if ticket.shadowed is not None:
+            answer = ticket.shadowed.answer(ticket.status, ttft_s=stats.time_to_first_token_s)
+            self.shadows.primary_done(stats.route, stats.request_id, answer)
 
     def record(self, stats: RequestStats) -> None:
         self.gateway.metrics.record(stats)

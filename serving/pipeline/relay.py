@@ -78,12 +78,16 @@ async def relay(
     events: CompletionEvents | ResponseEvents,
     ended: Callable[[int], None],
     close: Callable[[], Awaitable[None]],
+    observe: Callable[[bytes], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The client's stream: `ended(status)` once it is complete or broke off (a client that left keeps 499),
-    then `close()` gives back everything the request held."""
+    then `close()` gives back everything the request held. `observe` sees every frame sent (a shadowed
+    request's answer, kept for the comparison)."""
     try:
         async for data in stream:
             if (frame := events.frame(data)) is not None:
+                if observe is not None:
+                    observe(frame)
                 yield frame
         ended(200)
         if events.done:

@@ -6,30 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
-from tests.loadtest.conftest import load_env
-
-
-def start_fake(*args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the trivial server and wait until it answers /v1/models."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "loadtest.fake_server", "--port", str(port), *args], cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            httpx.get(f"{url}/v1/models", timeout=1).raise_for_status()
-            return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the fake server did not come up")
+from tests.conftest import ROOT
+from tests.loadtest.conftest import load_env, start_fake
 
 
 @pytest.fixture(scope="module")

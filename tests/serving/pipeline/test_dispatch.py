@@ -4,6 +4,7 @@ the engine's stream), recorded once. Whole requests through the real engine: tes
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from serving.pipeline.dispatch import Answer, Call, Held, Pipeline
 from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.pipeline.ratelimit import RateLimiter
 from serving.protocol import ChatCompletionRequest, ResponsesRequest
-from serving.settings import AccessLogSettings, Settings
+from serving.router.routes import Route, RouteMember
+from serving.settings import AccessLogSettings, Settings, ShadowSettings
+from serving.shadow.session import Shadower
 from tests.serving.fake_engine import ROLE_CHUNK as ROLE
 from tests.serving.fake_engine import TOKEN_CHUNK as TOKEN
 from tests.serving.fake_engine import USAGE_CHUNK as USAGE
@@ -35,21 +38,22 @@ RESPONSE_EVENTS = (
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    gateway = await started_gateway(tmp_path / "s.db", "chat")
+    gateway = await started_gateway(tmp_path / "s.db", "chat", "candidate")
     yield gateway
     await gateway.stop()
 
 
 @pytest.fixture
-def pipeline(gateway: Gateway) -> Pipeline:
-    pipeline = Pipeline(Settings(access_log=AccessLogSettings(enabled=False)), gateway)
+def pipeline(gateway: Gateway, tmp_path: Path) -> Pipeline:
+    shadows = Shadower(ShadowSettings(), tmp_path / "shadows", gateway.metrics.registry)
+    pipeline = Pipeline(Settings(access_log=AccessLogSettings(enabled=False)), gateway, shadows)
     pipeline.recorded: list[RequestStats] = []
     pipeline.record = pipeline.recorded.append
     return pipeline
 
 
 def chat(**fields: object) -> ChatCompletionRequest:
-    return ChatCompletionRequest(model="chat", messages=[{"role": "user", "content": "hi"}], **fields)
+    return ChatCompletionRequest(**{"model": "chat", "messages": [{"role": "user", "content": "hi"}], **fields})
 
 
 def call(body: ChatCompletionRequest | ResponsesRequest, principal: Principal = ANONYMOUS) -> Call:
@@ -181,3 +185,29 @@ async def test_held_gives_everything_back_newest_first_once_even_when_one_fails(
         await owner.close()
     await owner.close()
     assert given_back == ["stream", "slot", "charge"]
+
+
+async def test_a_shadowed_request_answers_from_the_primary_and_sends_a_copy_to_the_candidate(pipeline, gateway):
+    await gateway.set_route(Route(name="ab", members=[RouteMember(version="chat", weight=100)]))
+    pipeline.shadows.start("ab", "chat", "candidate", percent=100, max_in_flight=4)
+    candidate = gateway.versions["candidate"].supervisor.backend
+    copies_before = len(candidate.payloads)
+    answer = await pipeline.serve(Call("chat/completions", chat(model="ab"), ANONYMOUS, "req-shadow"))
+    assert answer.headers["x-servekit-version"] == "chat:v1" and answer.body is not None
+    async with asyncio.timeout(5):
+        while pipeline.shadows.status("ab")["comparison"]["pairs"] < 1:
+            await asyncio.sleep(0.01)
+    assert len(candidate.payloads) == copies_before + 1 and candidate.payloads[-1]["model"] == "candidate"
+    assert [stats.version for stats in pipeline.recorded] == ["chat:v1"], "the copy is not the client's request"
+    assert gateway.engines.in_flight["candidate"] == 0 and gateway.engines.in_flight["chat"] == 0
+
+
+async def test_a_candidate_that_is_down_never_touches_the_clients_answer(pipeline, gateway):
+    await gateway.set_route(Route(name="ab", members=[RouteMember(version="chat", weight=100)]))
+    pipeline.shadows.start("ab", "chat", "candidate", percent=100, max_in_flight=4)
+    await gateway.versions["candidate"].supervisor.stop()
+    sent, _ = await streamed(pipeline, ROLE, TOKEN, USAGE, model="ab")
+    assert sent[-1] == b"data: [DONE]\n\n" and pipeline.recorded[-1].status == 200
+    async with asyncio.timeout(5):
+        while pipeline.shadows.status("ab")["candidate_errors"] < 1:
+            await asyncio.sleep(0.01)

@@ -7,7 +7,9 @@ cannot write over its successor: its token no longer matches, the write is refus
 
 from __future__ import annotations
 
+import asyncio
 import math
+from typing import Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -35,6 +37,32 @@ RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class Lease(Protocol):
+    token: int | None
+    """The token to write with while held; None while another replica holds the lease."""
+
+    async def acquire(self) -> int | None: ...
+
+    async def keep(self) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class EmbeddedLease:
+    """One gateway, no Redis: it always holds the lease (the SQLite records do not check tokens)."""
+
+    token: int | None = 0
+
+    async def acquire(self) -> int | None:
+        return self.token
+
+    async def keep(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
 
 
 def lease_key(settings: StateSettings, name: str) -> str:
@@ -68,6 +96,13 @@ class RedisLease:
         self.health.succeeded()
         self.token = None if held is None else int(held)
         return self.token
+
+    async def keep(self) -> None:
+        """The replica's background task: take or renew the lease every third of its expiry, so a rollout
+        interval longer than the expiry does not lose it; cancel it (then `release`) on shutdown."""
+        while True:
+            await self.acquire()
+            await asyncio.sleep(self.ttl_ms / 3000)
 
     async def release(self) -> None:
         """On a clean shutdown: the next replica need not wait for the expiry."""

@@ -1,8 +1,8 @@
 """`StateRecords` in Redis: every replica reads and writes the same routes, rollout states and audit log.
 
-A route change bumps a version counter (and publishes it) in the same transaction, so a replica that polls
-the counter every `state.routes_poll_s` (`RouteWatcher`) routes by the new table within that delay. Rollout
-writes are fenced by the controller's lease token. A write while Redis is unreachable is refused with 503
+A route change sets a new version in the same transaction, so a replica that polls it every
+`state.routes_poll_s` (`RouteWatcher`) routes by the new table within that delay. Rollout writes are fenced by
+the controller's lease token. A write while Redis is unreachable is refused with 503
 `state_unavailable`: a change that only one replica would see is worse than none."""
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class RedisRecords:
         self.health = health
         prefix = settings.prefix
         self.routes_key, self.version_key = f"{prefix}:routes", f"{prefix}:routes:version"
-        self.channel = f"{prefix}:routes:changed"
         self.rollouts_key, self.audit_prefix = f"{prefix}:rollouts", f"{prefix}:audit:"
         self.lease = lease_key(settings, "rollouts")
         self._fenced = client.register_script(FENCED_WRITE)
@@ -70,7 +69,6 @@ class RedisRecords:
                 change(pipe)
                 pipe.set(self.version_key, version)
                 await pipe.execute()
-            await self.client.publish(self.channel, version)
 
         await self._call("routes", run)
 

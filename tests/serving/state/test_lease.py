@@ -8,6 +8,7 @@ import pytest
 
 from serving.errors import LeaseLostError
 from serving.settings import StateSettings
+from serving.state.lease import EmbeddedLease
 from serving.state.shared import SharedState
 
 TTL_S = 0.3
@@ -58,3 +59,27 @@ async def test_an_unreachable_redis_means_not_holding_the_lease(replicas, redis_
     assert await lease.acquire() is not None
     redis_server.stop()
     assert await lease.acquire() is None and lease.token is None
+
+
+async def test_kept_leases_elect_one_holder_and_the_other_takes_over_when_it_dies(replicas):
+    a, b = (state.lease() for state in replicas)
+    keepers = {lease: asyncio.create_task(lease.keep()) for lease in (a, b)}
+    try:
+        while a.token is None and b.token is None:
+            await asyncio.sleep(TTL_S / 10)
+        holder, other = (a, b) if a.token is not None else (b, a)
+        await asyncio.sleep(TTL_S)  # a whole expiry later the holder still holds it: renewed, not re-taken
+        assert other.token is None and holder.token is not None
+        first = holder.token
+        keepers[holder].cancel()  # the holder's process dies (no release)
+        while other.token is None:
+            await asyncio.sleep(TTL_S / 10)
+        assert other.token > first
+    finally:
+        for task in keepers.values():
+            task.cancel()
+
+
+async def test_the_embedded_lease_always_holds():
+    lease = EmbeddedLease()
+    assert await lease.acquire() == 0 and lease.token == 0

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(DEVICE)
 CONSTRAINTS := -c constraints/common.txt -c constraints/$(DEVICE).txt
 PYTEST_ARGS ?=
 
-.PHONY: setup prometheus redis chromium triton-setup serve observe test bench lint clean
+.PHONY: setup prometheus redis chromium triton-setup vllm-router-setup serve observe test bench lint clean
 
 setup: $(STAMP) prometheus redis
 	@# Idempotent: about a second when the default model is already registered.
@@ -44,6 +44,18 @@ $(STAMP): pyproject.toml constraints/common.txt constraints/$(DEVICE).txt
 triton-setup: $(STAMP)
 	$(BIN)/servekit triton setup
 
+# vLLM's Rust router (the `cache_aware` anchor of the replica-pool benchmark) in a venv of its own: its fastapi and
+# pydantic pins are not servekit's, and servekit only runs its `vllm-router` binary.
+VLLM_ROUTER_VENV ?= .venv-vllm-router
+VLLM_ROUTER_VERSION ?= 0.1.17
+vllm-router-setup: $(VLLM_ROUTER_VENV)/.installed-$(VLLM_ROUTER_VERSION)
+$(VLLM_ROUTER_VENV)/.installed-$(VLLM_ROUTER_VERSION):
+	test -d $(VLLM_ROUTER_VENV) || $(PYTHON) -m venv $(VLLM_ROUTER_VENV)
+	$(VLLM_ROUTER_VENV)/bin/python -m pip install --quiet vllm-router==$(VLLM_ROUTER_VERSION)
+	$(VLLM_ROUTER_VENV)/bin/vllm-router --help >/dev/null
+	rm -f $(VLLM_ROUTER_VENV)/.installed-*
+	touch $@
+
 serve: setup $(if $(filter triton,$(ENGINE)),triton-setup)
 	SERVEKIT_MODEL__ENGINE=$(ENGINE) $(BIN)/servekit serve --port $(PORT)
 
@@ -60,4 +72,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .servekit
+	rm -rf $(VENV) $(VLLM_ROUTER_VENV) .servekit

@@ -62,12 +62,14 @@ class Servekit:
     async def start_engines(self) -> None:
         """Start in the background: /health answers at once, API calls get 503 until warm-up passed."""
         self.gateway.start()
+        app.state.pipeline.degrader.start()
         self.rollouts.pick_up_unfinished()
         settle_heap()
 
     @bentoml.on_shutdown
     async def stop_engines(self) -> None:
         await self.rollouts.stop()
+        await app.state.pipeline.degrader.stop()
         await app.state.shadows.close()  # writes the results of shadow runs still going
         await self.gateway.stop()
 

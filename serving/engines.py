@@ -3,8 +3,9 @@
 Bases from the config are started with the gateway; on-demand ones (`serving.on_demand`) join and leave while
 it serves. Adapters ride on their base's engine and are loaded onto it again whenever it restarts.
 
-The seam for replica pools: `admit` picks the engine that takes a request and `backend` hands it out (one
-engine per base version today)."""
+A base version may run on several replicas (`serving.replica_sets`): `admit` picks the replica that takes a
+request through the version's `EnginePool` (by load, prefix and adapter), `backend` hands it out, `failed` takes a
+replica that refused it out until a probe brings it back."""
 
 from __future__ import annotations
 
@@ -13,36 +14,29 @@ import collections
 import contextlib
 import functools
 import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
 
 from serving.backends.base import Backend
-from serving.backends.factory import create_backend, max_model_len, ports_needed, supervision_settings
-from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineSupervisor
 from serving.errors import OverloadedError
 from serving.metrics.prometheus import GatewayMetrics
-from serving.protocol import EngineStatus
-from serving.registry.store import RegisteredModel
-from serving.settings import Settings
+from serving.pool.factory import make_policy
+from serving.pool.policy import RequestContext
+from serving.pool.pool import EnginePool
+from serving.pool.prefix_blocks import prefix_blocks, request_text
+from serving.pool.replica import Replica
+from serving.registry.capacity import in_flight_cap
+from serving.settings import PoolSettings
 from serving.versions import ServedVersion, ServedVersions
 
 logger = logging.getLogger(__name__)
 
-
-def managed_engine(
-    settings: Settings, name: str, engine: str, model: RegisteredModel, port: int | None
-) -> ServedVersion:
-    """`model` served as `name` by a managed engine of kind `engine` (not started yet)."""
-    backend = create_backend(settings, engine, model.path, name, port)
-    supervisor = EngineSupervisor(backend, supervision_settings(settings, engine), settings.warmup)
-    return ServedVersion(name, model, supervisor, max_model_len(settings, engine), name)
-
-
-def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
-    """An engine like the configured base's (same engine args), on free ports picked now."""
-    engine = settings.on_demand.engine or settings.model.engine
-    return managed_engine(settings, name, engine, model, free_port_block(ports_needed(engine), settings.engine.host))
+DEFAULT_MAX_IN_FLIGHT = 256
+"""An engine's in-flight cap when none is set and its version was never profiled."""
 
 
 class Engines:
@@ -51,12 +45,24 @@ class Engines:
         versions: ServedVersions,
         configured: Iterable[ServedVersion],
         metrics: GatewayMetrics,
-        max_in_flight: int = 0,
+        max_in_flight: int | None = None,
+        capacity_margin: float = 0.9,
+        pool: PoolSettings | None = None,
     ) -> None:
         self.versions = versions
         self.metrics = metrics
+        self.pool_settings = pool or PoolSettings()
+        self.pools: dict[str, EnginePool] = {}
+        self.choices = Counter(
+            "servekit_replica_choice", "Replica choices by policy and why (prefix hit, load fallback, failover...).",
+            ("policy", "reason"), registry=metrics.registry,
+        )  # fmt: skip
+        self._maintaining: list[asyncio.Task[None]] = []
         self.max_in_flight = max_in_flight
-        """Requests one engine takes at once before the next is shed (0: no cap)."""
+        """Requests one engine takes at once before the next is shed (0: no cap; None: from its profile)."""
+        self.capacity_margin = capacity_margin
+        self.caps: dict[str, int] = {}
+        """Each engine's cap: the explicit one, else its base's capacity knee x margin, else DEFAULT_MAX_IN_FLIGHT."""
         self.bases: dict[str, ServedVersion] = {}
         self.in_flight: collections.Counter[str] = collections.Counter()
         self._idle: dict[str, asyncio.Event] = {}
@@ -68,65 +74,109 @@ class Engines:
 
     def start(self) -> None:
         for base in self.bases.values():
-            base.supervisor.start()
+            self.start_base(base)
+
+    def start_base(self, base: ServedVersion) -> None:
+        for replica in base.replicas:
+            replica.start()
+        if len(base.replicas) > 1:  # one replica needs no queue scraping nor probing: its supervisor watches it
+            maintain = self.pools[base.name].maintain(self.pool_settings.probe_interval_s)
+            self._maintaining.append(asyncio.get_running_loop().create_task(maintain, name=f"pool-{base.name}"))
 
     async def stop(self) -> None:
         for idle in self._idle.values():
             idle.set()  # shutting down: engines being retired need not wait for their requests
-        await asyncio.gather(*(base.supervisor.stop() for base in self.bases.values()))
+        for task in self._maintaining:
+            task.cancel()
+        await asyncio.gather(*self._maintaining, return_exceptions=True)
+        await asyncio.gather(*(stop_replicas(base) for base in self.bases.values()))
+        await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
 
     def ready(self, routed: set[str]) -> bool:
-        """Every configured engine up and warm, and every on-demand one in `routed`."""
-        return all(b.supervisor.ready for name, b in self.bases.items() if name in self.configured or name in routed)
+        """Every configured engine up and warm (a pool: one replica is enough), and every on-demand one in
+        `routed`."""
+        return all(self.pools[name].ready for name in self.bases if name in self.configured or name in routed)
 
-    def states(self) -> dict[str, str]:
-        return {name: str(base.supervisor.state) for name, base in self.bases.items()}
-
-    def report(self) -> list[EngineStatus]:
-        now = time.monotonic()
+    def named_replicas(self) -> list[tuple[str, ServedVersion, EngineSupervisor]]:
+        """Every engine by name: a base's own name, `name/i` for each replica of a pool."""
         return [
-            EngineStatus(
-                name=name,
-                version=base.version,
-                state=str(base.supervisor.state),
-                state_for_s=round(now - base.supervisor.state_since, 1),
-                restarts=base.supervisor.restarts,
-                on_demand=name not in self.configured,
-                last_error=base.supervisor.last_error,
-            )
-            for name, base in self.bases.items()
+            (base.name if len(base.replicas) == 1 else f"{base.name}/{i}", base, supervisor)
+            for base in self.bases.values()
+            for i, supervisor in enumerate(base.replicas)
         ]
 
-    async def metrics_texts(self) -> list[str]:
-        return list(await asyncio.gather(*(b.supervisor.backend.metrics_text() for b in self.bases.values())))
-
-    def admit(self, served: ServedVersion) -> str:
-        """Count a request against its engine; refused at once when the engine is not ready or full."""
-        if not served.supervisor.ready:
+    def admit(
+        self,
+        served: ServedVersion,
+        sticky_key: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        exclude: Collection[str] = (),
+    ) -> Slot:
+        """Count a request against its engine and pick the replica that takes it (by the pool's policy: load,
+        the prompt's prefix, the sticky key, the adapter); refused at once when no replica is ready or the
+        engine is full."""
+        pool = self.pools[served.engine]
+        if not pool.ready:
             raise served.supervisor.unavailable()
         engine = served.engine
-        if self.max_in_flight and self.in_flight[engine] >= self.max_in_flight:
+        if (cap := self.caps.get(engine, 0)) and self.in_flight[engine] >= cap:
             raise OverloadedError(
-                f"Engine `{engine}` is at its limit of {self.max_in_flight} requests in flight; retry shortly.",
-                retry_after_s=1,
+                f"Engine `{engine}` is at its limit of {cap} requests in flight; retry shortly.", retry_after_s=1
             )
+        if len(pool.replicas) == 1 and not exclude:
+            replica, reason = next(iter(pool.replicas.values())), "only"
+        else:
+            choice = pool.choose(self._context(served, sticky_key, payload), exclude)
+            replica, reason = choice.replica, str(choice.reason)
+            self.choices.labels(pool.policy.name, reason).inc()
         self.in_flight[engine] += 1
         self.metrics.in_flight.labels(served.model.name, served.version).inc()
-        return engine
+        return Slot(engine, replica, pool.take(replica))
 
-    def release(self, served: ServedVersion, engine: str) -> None:
+    def _context(
+        self, served: ServedVersion, sticky_key: str | None, payload: Mapping[str, Any] | None
+    ) -> RequestContext:
+        s = self.pool_settings
+        prompt = request_text(payload) if payload is not None else ""
+        salt = served.engine_model  # an engine's prefix cache is per adapter
+        blocks = prefix_blocks(prompt, s.block_chars, s.max_prefix_blocks, salt) if prompt else ()
+        return RequestContext(sticky_key, served.engine_model if served.parent else None, blocks)
+
+    def release(self, served: ServedVersion, slot: Slot) -> None:
+        if slot.released:
+            return
+        slot.released = True
+        slot.give_back()
+        engine = slot.engine
         self.in_flight[engine] -= 1
         if self.in_flight[engine] == 0 and (idle := self._idle.get(engine)) is not None:
             idle.set()
         self.metrics.in_flight.labels(served.model.name, served.version).dec()
 
-    def backend(self, served: ServedVersion, engine: str) -> Backend:
-        """The engine admitted for `served` (the seam for replica pools: `admit` will pick one of several)."""
-        return served.supervisor.backend
+    def backend(self, served: ServedVersion, slot: Slot) -> Backend:
+        """The replica admitted for the request."""
+        assert slot.replica.supervisor is not None, "managed and remote replicas run under a supervisor"
+        return slot.replica.supervisor.backend
+
+    def failed(self, served: ServedVersion, slot: Slot) -> bool:
+        """The slot's replica refused the request before answering: give the slot back and take the replica out
+        of its pool until a probe passes; True when another replica could take the request."""
+        pool = self.pools[slot.engine]
+        self.release(served, slot)
+        if len(pool.replicas) == 1:
+            return False
+        pool.mark_failed(slot.replica)
+        self.choices.labels(pool.policy.name, "failover").inc()
+        return pool.ready
 
     def add(self, base: ServedVersion) -> None:
-        base.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base))
+        for supervisor in base.replicas:
+            supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base, supervisor))
+        replicas = [Replica(f"{base.name}/{i}", supervisor=s) for i, s in enumerate(base.replicas)]
+        self.pools[base.name] = EnginePool(base.name, replicas, make_policy(self.pool_settings))
         self.bases[base.name] = base
+        profiled = in_flight_cap(base.capacity, self.capacity_margin)
+        self.caps[base.name] = next(c for c in (self.max_in_flight, profiled, DEFAULT_MAX_IN_FLIGHT) if c is not None)
         self.versions.add(base)
 
     def drop(self, name: str) -> ServedVersion:
@@ -134,6 +184,8 @@ class Engines:
         for adapter in self.versions.riding_on(name):
             self.versions.remove(adapter.name)
         self.versions.remove(name)
+        self.caps.pop(name, None)
+        self.pools.pop(name, None)
         return self.bases.pop(name)
 
     async def drained(self, name: str, timeout_s: float) -> None:
@@ -149,24 +201,42 @@ class Engines:
             self._idle.pop(name, None)
 
     async def load_adapter(self, served: ServedVersion) -> None:
-        """Serve the admitted adapter `served` on its base's engine; nothing is left served on failure."""
+        """Serve the admitted adapter `served` on its base's engines (every ready replica: a replica that starts
+        later loads it on its way up); nothing is left served on failure."""
         self.versions.add(served)
         try:
-            if not served.supervisor.ready:
+            ready = [replica for replica in served.replicas if replica.ready]
+            if not ready:
                 raise served.supervisor.unavailable()
-            await served.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
+            for replica in ready:
+                await replica.backend.load_adapter(served.engine_model, str(served.model.path))
         except Exception:
             self.versions.remove(served.name)
             raise
-        logger.info("loaded adapter %s on %s", served.name, served.parent)
+        logger.info("loaded adapter %s on %s (%d replicas)", served.name, served.parent, len(ready))
 
     async def unload_adapter(self, served: ServedVersion) -> None:
         self.versions.remove(served.name)
-        if served.supervisor.ready:
-            await served.supervisor.backend.unload_adapter(served.engine_model)
+        for replica in served.replicas:
+            if replica.ready:
+                await replica.backend.unload_adapter(served.engine_model)
         logger.info("unloaded adapter %s", served.name)
 
-    async def _reload_adapters(self, base: ServedVersion) -> None:
+    async def _reload_adapters(self, base: ServedVersion, replica: EngineSupervisor) -> None:
         """A (re)started engine knows no adapters: load every admitted one before traffic comes back."""
         for served in self.versions.riding_on(base.name):
-            await base.supervisor.backend.load_adapter(served.engine_model, str(served.model.path))
+            await replica.backend.load_adapter(served.engine_model, str(served.model.path))
+
+
+@dataclass(eq=False)
+class Slot:
+    """A request's place on an engine: which replica took it, and how its slot there is given back (once)."""
+
+    engine: str
+    replica: Replica
+    give_back: Callable[[], None]
+    released: bool = False
+
+
+async def stop_replicas(base: ServedVersion) -> None:
+    await asyncio.gather(*(replica.stop() for replica in base.replicas))

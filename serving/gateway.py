@@ -9,20 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from pydantic import ValidationError
 
-from serving.engines import Engines, managed_engine, on_demand_engine
+from serving.engines import Engines
 from serving.errors import ConflictError, InvalidRequestError, ModelNotFoundError
 from serving.metrics.prometheus import GatewayMetrics
 from serving.model_cards import model_cards
 from serving.on_demand import EngineFactory, OnDemandEngines
 from serving.protocol import ModelList
 from serving.registry.store import RegisteredModel
+from serving.replica_sets import managed_engine, on_demand_engine
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
-from serving.settings import OnDemandSettings, Settings, VersionSettings
+from serving.settings import OnDemandSettings, PoolSettings, Settings, VersionSettings
 from serving.state import connect
 from serving.versions import BASE_KINDS, LoraCapacity, ServedVersion, ServedVersions, adapter_version
 
@@ -37,16 +38,20 @@ class Gateway:
         lora: LoraCapacity = LoraCapacity(0),
         engine_factory: EngineFactory | None = None,
         on_demand: OnDemandSettings | None = None,
-        max_in_flight: int = 0,
+        max_in_flight: int | None = 0,
+        capacity_margin: float = 0.9,
+        pool: PoolSettings | None = None,
     ) -> None:
         """Configured `bases` (each on an engine of its own) and `adapters` on them; route members not served
         yet (from the config or the state file) are made servable again: bases get their on-demand engine back
         (started with the others by `start`), then adapters are admitted, possibly onto those bases."""
         self.router = router
         self.lora = lora
+        self.kept_by: list[Callable[[], Iterable[str]]] = []
+        """Other users of versions (a shadow run's candidate): what they name is never retired."""
         self.metrics = GatewayMetrics()
         self.versions = ServedVersions()
-        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight)
+        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin, pool)
         self.on_demand = OnDemandEngines(self.engines, engine_factory, on_demand or OnDemandSettings())
         for adapter in adapters:
             self.versions.add(adapter_version(adapter, self.engines.bases.values(), lora))
@@ -66,8 +71,12 @@ class Gateway:
         more_bases: Iterable[tuple[VersionSettings, RegisteredModel]] = (),
     ) -> Gateway:
         """The configured base (`model`), more base versions on engines of their own, and adapters."""
-        bases = [managed_engine(settings, settings.model.name, settings.model.engine, model, None)]
-        bases += [managed_engine(settings, v.name, v.engine, registered, v.port) for v, registered in more_bases]
+        model_settings = settings.model
+        bases = [managed_engine(settings, model_settings.name, model_settings.engine, model, None, settings.engine)]
+        bases += [
+            managed_engine(settings, v.name, v.engine, registered, v.port, v, f"versions[{v.name}]")
+            for v, registered in more_bases
+        ]
         defaults = {
             name: Route(name=name, members=[RouteMember(version=v, weight=w) for v, w in members.items()])
             for name, members in settings.routes.items()
@@ -84,6 +93,8 @@ class Gateway:
             engine_factory=functools.partial(on_demand_engine, settings),
             on_demand=settings.on_demand,
             max_in_flight=settings.limits.max_in_flight_per_engine,
+            capacity_margin=settings.limits.capacity_margin,
+            pool=settings.pool,
         )
 
     def _restore_routed_versions(self) -> None:
@@ -199,13 +210,13 @@ class Gateway:
         """Versions that routes (and, with `held`, changes under way) use, with the bases their adapters ride on."""
         names = {v for route in self.router.routes.values() for v in route.versions}
         if held:
-            names |= self.on_demand.held()
+            names |= self.on_demand.held() | {name for kept in self.kept_by for name in kept()}
         served = [s for name in names if (s := self.versions.find(name)) is not None]
         return names | {s.engine for s in served}
 
     def model_list(self) -> ModelList:
         """Every callable name: served versions, then routes."""
-        return model_cards(self.versions, self.router.routes.values(), self.engines.configured)
+        return model_cards(self.versions, self.router.routes.values(), self.engines.configured, self.engines.caps)
 
 
 def _route(name: str, members: list[RouteMember]) -> Route:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from serving.protocol import ModelCard, ModelList
 from serving.router.routes import Route
 from serving.versions import ServedVersions
 
 
-def model_cards(versions: ServedVersions, routes: Iterable[Route], configured: frozenset[str]) -> ModelList:
+def model_cards(
+    versions: ServedVersions, routes: Iterable[Route], configured: frozenset[str], caps: Mapping[str, int]
+) -> ModelList:
     """Served versions, then routes (`engine: route`, `root` = the heaviest member's registry version, ready
     when every member is)."""
     cards = [
@@ -22,6 +24,8 @@ def model_cards(versions: ServedVersions, routes: Iterable[Route], configured: f
             engine=served.supervisor.backend.engine_name,
             ready=served.supervisor.ready,
             on_demand=served.engine not in configured,
+            max_in_flight=caps.get(served.engine) or None,
+            capacity=served.capacity.knee if served.capacity else None,
         )
         for served in versions.values()
     ]

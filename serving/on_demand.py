@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 from serving.backends.supervisor import EngineStartError
-from serving.engines import Engines
+from serving.engines import Engines, stop_replicas
 from serving.errors import EngineStartFailedError, InvalidRequestError
 from serving.registry.store import RegisteredModel
 from serving.settings import OnDemandSettings
@@ -63,7 +63,7 @@ class OnDemandEngines:
         served = self.build(tag, model)
         self.engines.add(served)
         logger.info("starting on-demand engine %s for %s", tag, model.tag)
-        served.supervisor.start()
+        self.engines.start_base(served)
         timeout_s = self.settings.ready_timeout_s
         try:
             with self.holding([tag]):  # not retired while it starts, whoever asked for it
@@ -71,7 +71,7 @@ class OnDemandEngines:
         except BaseException as exc:
             tail = _summary(served.supervisor.backend.log_tail())
             self.engines.drop(tag)
-            await served.supervisor.stop()
+            await stop_replicas(served)
             if isinstance(exc, EngineStartError):
                 message = (
                     f"The engine for `{tag}` failed to start ({exc}); the route was left unchanged. Log tail: {tail}"
@@ -97,7 +97,7 @@ class OnDemandEngines:
     async def _retire(self, served: ServedVersion) -> None:
         try:
             await self.engines.drained(served.name, self.settings.drain_timeout_s)
-            await served.supervisor.stop()
+            await stop_replicas(served)
             logger.info("retired on-demand engine %s", served.name)
         finally:
             self._retiring.pop(served.name, None)

@@ -46,6 +46,18 @@ class ModelRequest(BaseModel):
         """The most tokens the client asked to generate."""
         return None
 
+    def cap_output(self, most: int) -> bool:
+        """Generate at most `most` new tokens (a degraded route's cap); True when that lowered the budget. A
+        request kind without an output (embeddings, tokenize) is left alone."""
+        fields = type(self).model_fields
+        limit = next((name for name in ("max_tokens", "max_output_tokens") if name in fields), None)
+        if limit is None or (self.output_budget is not None and self.output_budget <= most):
+            return False
+        setattr(self, limit, most)
+        if getattr(self, "max_completion_tokens", None) is not None:
+            self.max_completion_tokens = most
+        return True
+
     @property
     def message_count(self) -> int:
         return 1
@@ -217,6 +229,10 @@ class ModelCard(BaseModel):
     engine: str = Field(description="Which engine serves this version (vllm, triton).")
     ready: bool
     on_demand: bool = Field(False, description="A base engine started for a route; stopped when no route uses it.")
+    max_in_flight: int | None = Field(
+        None, description="Requests its engine runs at once before the next is shed (None: no cap)."
+    )
+    capacity: CapacityKnee | None = Field(None, description="The knee of its capacity profile, if it was profiled.")
 
 
 class ModelList(BaseModel):
@@ -317,3 +333,6 @@ class CapacityProfile(BaseModel):
     machine: dict[str, Any] = Field(default_factory=dict)
     knee: CapacityKnee | None = Field(None, description="None: no measured load met the SLO.")
     curve: list[CapacityPoint]
+
+
+ModelCard.model_rebuild()  # `capacity` names a model defined further down

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, Field, HttpUrl, RedisDsn
+from pydantic import BaseModel, Field, HttpUrl, RedisDsn, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV_VAR = "SERVEKIT_CONFIG"
@@ -40,7 +40,90 @@ class ModelSettings(BaseModel):
     )
 
 
-class VersionSettings(BaseModel):
+class DiscoverySettings(BaseModel):
+    """Replicas found in DNS (e.g. a Kubernetes headless Service): every address `host` resolves to is a replica
+    at `scheme://address:port`, re-resolved every `interval_s`."""
+
+    host: str
+    port: int = Field(8000, ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+    interval_s: float = Field(5.0, gt=0, description="How often the name is resolved again.")
+
+
+class PoolSettings(BaseModel):
+    """How a request picks one replica of a version (`serving.pool`)."""
+
+    policy: Literal["round_robin", "least_loaded", "session", "prefix_affinity"] = Field(
+        "prefix_affinity",
+        description="`prefix_affinity`: where the prompt's prefix was sent before, unless that replica is over "
+        "`load_bound`; `least_loaded`: the less loaded of two random replicas; `session`: by the sticky key; "
+        "`round_robin`.",
+    )
+    block_chars: int = Field(
+        256, ge=16, description="Characters per hashed prompt block: the granularity of prefix matches."
+    )
+    max_prefix_blocks: int = Field(256, ge=1, description="Blocks hashed per prompt (its first 64k characters).")
+    index_max_entries: int = Field(1_000_000, ge=1, description="Blocks the prefix index remembers, at most.")
+    index_max_mib: float = Field(64.0, gt=0, description="Memory the prefix index may use, at most.")
+    load_bound: int = Field(
+        8,
+        ge=0,
+        description="Requests a replica holding the prefix (or carrying the adapter) may be loaded beyond the "
+        "least-loaded replica before load wins over affinity.",
+    )
+    adapter_replicas: int = Field(2, ge=1, description="Replicas an adapter is loaded on at first (k).")
+    probe_interval_s: float = Field(
+        1.0, gt=0, description="How often replicas' queues are scraped and failed replicas probed."
+    )
+
+
+class ReplicaSources(BaseModel):
+    """Where a version's replicas come from, mixable: managed children, remote URLs, DNS discovery."""
+
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        description="Managed engine children, each on its own ports (and CPU cores / GPU). Unset: 1, or 0 when "
+        "`url`, `urls` or `discovery` name remote engines.",
+    )
+    urls: list[HttpUrl] = Field(default_factory=list, description="Remote engines, one replica each.")
+    discovery: DiscoverySettings | None = None
+    cpu_core_sets: list[str] = Field(
+        default_factory=list,
+        description="One VLLM_CPU_OMP_THREADS_BIND list per managed replica (e.g. ['0-3', '4-7']); empty: the "
+        "usable cores split evenly.",
+    )
+
+    @property
+    def managed_replicas(self) -> int:
+        if self.replicas is not None:
+            return self.replicas
+        return 0 if self.urls or self.discovery or getattr(self, "url", None) else 1
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> Self:
+        remote = getattr(self, "url", None)
+        if remote is not None and self.managed_replicas:
+            raise ValueError(
+                f"replicas: {self.managed_replicas} managed replicas with `url` set (no child is started when "
+                "`url` names the engine); list remote engines under `urls`"
+            )
+        if not self.managed_replicas and not self.urls and not self.discovery and remote is None:
+            raise ValueError("replicas: 0 replicas and no `urls` or `discovery`: nothing would serve this version")
+        seen: set[str] = set()
+        for url in [*self.urls, *([remote] if remote is not None else [])]:
+            text = str(url).rstrip("/")
+            if text in seen:
+                raise ValueError(f"urls: {text} is listed twice")
+            seen.add(text)
+        if self.cpu_core_sets and len(self.cpu_core_sets) != self.managed_replicas:
+            raise ValueError(
+                f"cpu_core_sets: {len(self.cpu_core_sets)} core sets for {self.managed_replicas} managed replicas"
+            )
+        return self
+
+
+class VersionSettings(ReplicaSources):
     """Another base version served on an engine of its own (next to `model`), e.g. to A/B two base models."""
 
     name: str = Field(description="Public model name it is served under.")
@@ -50,6 +133,7 @@ class VersionSettings(BaseModel):
         description="Port of its engine (each engine listens on its own; Triton takes this one for HTTP, "
         "the next for gRPC and the one after for metrics)."
     )
+    pool: PoolSettings | None = Field(None, description="This version's replica choice; unset: the global `pool`.")
 
 
 class OnDemandSettings(BaseModel):
@@ -70,8 +154,8 @@ class OnDemandSettings(BaseModel):
     )
 
 
-class EngineSettings(BaseModel):
-    """vLLM engine arguments and how servekit reaches the engine."""
+class EngineSettings(ReplicaSources):
+    """vLLM engine arguments and how servekit reaches the engine (its replicas: `ReplicaSources`)."""
 
     kind: Literal["vllm"] = "vllm"
     url: HttpUrl | None = Field(
@@ -200,8 +284,11 @@ class LimitsSettings(BaseModel):
     tokens_per_minute: int = Field(
         0, ge=0, description="Prompt + completion tokens per API key and minute; 0: unlimited. 429 beyond it."
     )
-    max_in_flight_per_engine: int = Field(
-        256, ge=0, description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap)."
+    max_in_flight_per_engine: int | None = Field(
+        None,
+        ge=0,
+        description="Beyond this many running requests on one engine, new ones get 503 at once (0: no cap). Unset: "
+        "the version's capacity knee × capacity_margin when it was profiled (`servekit capacity`), else 256.",
     )
     capacity_margin: float = Field(
         0.9,
@@ -228,6 +315,35 @@ class ApiKey(BaseModel):
     models: list[str] = Field(default_factory=list, description="Routes/versions it may call; empty: all.")
     requests_per_minute: int | None = Field(None, ge=0, description="Overrides limits.requests_per_minute.")
     tokens_per_minute: int | None = Field(None, ge=0, description="Overrides limits.tokens_per_minute.")
+    priority: int = Field(1, description="Under overload a route's `shed_priority` step sheds keys below a level.")
+
+
+class DegradeStep(BaseModel):
+    """One rung of a route's degradation ladder: entered when its signal has been over its level for `enter_s`,
+    left (with everything above it) when the signal has stayed under `level x exit_ratio` for `exit_s`."""
+
+    action: Literal["cap_tokens", "fallback", "shed_priority", "shed_all"]
+    signal: Literal["in_flight", "waiting", "ttft_p95_s"] = Field(
+        description="in_flight: requests the route's engines run now; waiting: their engines' "
+        "vllm:num_requests_waiting; ttft_p95_s: the route's TTFT p95 over the last 30 s."
+    )
+    over: float = Field(gt=0, description="The signal's level that starts this step.")
+    enter_s: float = Field(2.0, ge=0, description="How long the signal must stay over `over` to enter.")
+    exit_ratio: float = Field(0.8, gt=0, le=1, description="Hysteresis: leave under over x exit_ratio ...")
+    exit_s: float = Field(5.0, ge=0, description="... held this long.")
+    max_tokens: int | None = Field(None, ge=1, description="cap_tokens: the most new tokens a request gets.")
+    to: str | None = Field(None, description="fallback: the cheaper version that takes `share` of new requests.")
+    share: float = Field(0.5, gt=0, le=1, description="fallback: the share of new requests sent `to` it.")
+    below_priority: int | None = Field(
+        None, description="shed_priority: callers whose key's priority is below this get 503 (anonymous: 0)."
+    )
+
+    @model_validator(mode="after")
+    def _action_has_its_argument(self) -> DegradeStep:
+        needed = {"cap_tokens": "max_tokens", "fallback": "to", "shed_priority": "below_priority"}.get(self.action)
+        if needed is not None and getattr(self, needed) is None:
+            raise ValueError(f"a `{self.action}` step needs `{needed}`")
+        return self
 
 
 class AuthSettings(BaseModel):
@@ -338,12 +454,18 @@ class Settings(BaseSettings):
     observe: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    pool: PoolSettings = Field(default_factory=PoolSettings)
     fallbacks: dict[str, str] = Field(
         default_factory=dict,
         description="Route -> version that serves the route's traffic while the chosen version's breaker is open "
         "(without one: 503 with Retry-After).",
     )
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    degrade: dict[str, list[DegradeStep]] = Field(
+        default_factory=dict,
+        description="Per route or version name: the degradation ladder under overload, gentlest step first.",
+    )
+    degrade_interval_s: float = Field(1.0, gt=0, description="How often the ladders read their signals.")
 
     @classmethod
     def settings_customise_sources(

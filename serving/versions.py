@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from serving.backends.supervisor import EngineSupervisor
 from serving.errors import InvalidRequestError, ModelNotFoundError
+from serving.protocol import CapacityProfile
 from serving.registry.adapters import adapter_rank, unserved_modules
+from serving.registry.capacity import capacity_profile
 from serving.registry.store import ModelMissingError, RegisteredModel, get_model_by_tag
 
 BASE_KINDS = ("base", "merged")
@@ -32,6 +34,14 @@ class ServedVersion:
     engine_model: str
     parent: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    capacity: CapacityProfile | None = None
+    """What `servekit capacity` measured for this version (read once, when it is made servable)."""
+    replicas: list[EngineSupervisor] = field(default_factory=list)
+    """Every engine that runs this version (its pool); `supervisor` is the first."""
+
+    def __post_init__(self) -> None:
+        if not self.replicas:
+            self.replicas = [self.supervisor]
 
     @property
     def version(self) -> str:
@@ -135,4 +145,7 @@ def adapter_version(model: RegisteredModel, bases: Iterable[ServedVersion], lora
             param="version",
             code="adapter_modules_not_served",
         )
-    return ServedVersion(model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name)
+    return ServedVersion(
+        model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name,
+        capacity=capacity_profile(model), replicas=base.replicas,
+    )  # fmt: skip

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, HttpUrl, ValidationError
 from serving.api.auth import require_admin
 from serving.api.endpoints import ERROR_RESPONSES, gateway_of, pipeline_of
 from serving.api.shadows import shadows_of
+from serving.engine_views import engine_report
 from serving.errors import InvalidRequestError, NotFoundError
 from serving.faults import FaultProfile
 from serving.protocol import EngineStatus, ModelCard, ModelList
@@ -58,7 +59,7 @@ async def admin_models(request: Request) -> ModelList:
 @admin_router.get("/engines", response_model=list[EngineStatus])
 async def admin_engines(request: Request) -> list[EngineStatus]:
     """Every engine and its state, on-demand ones still starting included."""
-    return gateway_of(request).engines.report()
+    return engine_report(gateway_of(request).engines)
 
 
 @admin_router.post("/models/{version}/load", response_model=ModelCard)

@@ -45,4 +45,5 @@ def serve_gateway(app: FastAPI, gateway: Gateway) -> None:
     app.state.shadows = Shadower(
         settings.shadow, settings.shadows_dir, gateway.metrics.registry, primary_tokenizers(gateway)
     )
+    gateway.kept_by.append(app.state.shadows.candidates)
     app.state.pipeline = Pipeline(settings, gateway, app.state.shadows)

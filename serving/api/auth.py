@@ -37,7 +37,7 @@ async def authenticate(request: Request) -> Principal:
         stored = keys.get(digest) or (await shared.get(digest) if shared is not None else None)
         if stored is None:
             raise AuthenticationError("Invalid API key.")
-        principal = Principal(stored.id, stored.role, tuple(stored.models))
+        principal = Principal(stored.id, stored.role, tuple(stored.models), stored.priority)
     request.state.principal = principal
     return principal
 

@@ -11,6 +11,7 @@ from serving.api.auth import authenticate
 from serving.api.completion_route import CompletionRoute
 from serving.api.completions import serve_completion
 from serving.backends.base import Endpoint
+from serving.engine_views import engine_metrics, engine_states
 from serving.errors import MethodNotAllowedError, NotFoundError
 from serving.gateway import Gateway
 from serving.pipeline.dispatch import Pipeline
@@ -110,8 +111,9 @@ async def ready(request: Request) -> JSONResponse:
     is_ready = gateway.ready
     body = {
         "status": "ready" if is_ready else "not_ready",
-        "engines": gateway.engines.states(),
+        "engines": engine_states(gateway.engines),
         "breakers": pipeline_of(request).breakers.states(),
+        "degradation": pipeline_of(request).degrader.status(),
     }
     headers = {} if is_ready else {"Retry-After": str(request.app.state.settings.warmup.retry_after_s)}
     return JSONResponse(body, status_code=200 if is_ready else 503, headers=headers)
@@ -122,7 +124,7 @@ async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
     for version, state in pipeline_of(request).breakers.states().items():
         gateway.metrics.breaker_open.labels(version).set(0 if state == "closed" else 1)
-    return Response(gateway.metrics.render(await gateway.engines.metrics_texts()), media_type=CONTENT_TYPE_LATEST)
+    return Response(gateway.metrics.render(await engine_metrics(gateway.engines)), media_type=CONTENT_TYPE_LATEST)
 
 
 fallback_router = APIRouter(include_in_schema=False)

@@ -20,10 +20,14 @@ def backend_class(engine: str) -> type[Backend]:
         raise ValueError(f"unknown engine {engine!r}") from None
 
 
-def create_backend(settings: Settings, engine: str, model_path: Path, served_name: str, port: int | None) -> Backend:
+def create_backend(
+    settings: Settings, engine: str, model_path: Path, served_name: str, port: int | None, replica: int = 0
+) -> Backend:
     """A backend for `engine` serving `model_path` as `served_name`; `port` is the managed engine's own port
-    (None: the configured one of that engine kind)."""
-    log_path = settings.logs_dir / f"engine-{served_name}.log"
+    (None: the configured one of that engine kind); `replica` numbers the version's managed engines (its log)."""
+    log_path = settings.logs_dir / (
+        f"engine-{served_name}.log" if replica == 0 else f"engine-{served_name}-{replica}.log"
+    )
     return backend_class(engine).from_settings(settings, model_path, served_name, log_path, port)
 
 

@@ -51,6 +51,7 @@ def create(
     models: list[str] = typer.Option([], "--model", help="Limit the key to these routes/versions (repeatable)."),
     requests_per_minute: int | None = typer.Option(None, min=0, help="Overrides limits.requests_per_minute."),
     tokens_per_minute: int | None = typer.Option(None, min=0, help="Overrides limits.tokens_per_minute."),
+    priority: int = typer.Option(1, help="Under overload, a route's `shed_priority` step sheds keys below a level."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Print a fresh key (shown once); store its SHA-256 in Redis, or print the `auth.keys` entry to add."""
@@ -58,7 +59,7 @@ def create(
         raise typer.BadParameter("role must be user or admin")
     settings = load_settings(config)
     key = new_key()
-    stored = StoredKey(key_id, key_digest(key), role, tuple(models), requests_per_minute, tokens_per_minute)
+    stored = StoredKey(key_id, key_digest(key), role, tuple(models), requests_per_minute, tokens_per_minute, priority)
     if settings.state.url is not None:
         _shared(settings, lambda store: store.create(stored))
         console.print(f"key (shown once): [bold]{key}[/bold]")
@@ -67,6 +68,8 @@ def create(
     entry = {"id": key_id, "sha256": stored.sha256, "role": role, "models": models}
     limits = {"requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute}
     entry |= {name: value for name, value in limits.items() if value is not None}
+    if priority != 1:
+        entry["priority"] = priority
     console.print(f"key (shown once): [bold]{key}[/bold]")
     console.print("add under `auth: keys:` in servekit.yaml:")
     console.print(yaml.safe_dump([entry], sort_keys=False), highlight=False)

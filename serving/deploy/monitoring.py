@@ -17,6 +17,7 @@ from serving.deploy.objects import APP, GATEWAY, metadata, selector
 from serving.observe.config import rule_files
 
 WAITING_METRIC = "vllm:num_requests_waiting"
+RUNNING_METRIC = "vllm:num_requests_running"
 DEFAULT_WAITING_PER_REPLICA = 2
 """Requests waiting in an engine's queue per replica before KEDA adds one. A waiting request means the engine's
 batch (engine.max_num_seqs) is full; a queue of one flickers at that edge with every finished request, a couple
@@ -30,9 +31,27 @@ def waiting_query(engine: EngineVersion, namespace: str) -> str:
     return f'sum({WAITING_METRIC}{{namespace="{namespace}",model_name="{engine.served_name}"}})'
 
 
+def in_flight_query(engine: EngineVersion, namespace: str) -> str:
+    """All requests running or queued on this version's engines: what a capacity knee is measured in."""
+    labels = f'{{namespace="{namespace}",model_name="{engine.served_name}"}}'
+    return f"sum({RUNNING_METRIC}{labels}) + sum({WAITING_METRIC}{labels})"
+
+
 def scaled_object(
-    engine: EngineVersion, namespace: str, min_replicas: int, max_replicas: int, prometheus_url: str, target: int
+    engine: EngineVersion,
+    namespace: str,
+    min_replicas: int,
+    max_replicas: int,
+    prometheus_url: str,
+    in_flight_target: int | None,
 ) -> dict[str, Any]:
+    """Scaled on in-flight requests per replica at the version's capacity knee (x margin) where it was profiled
+    (`servekit capacity`), else on DEFAULT_WAITING_PER_REPLICA queued requests per replica."""
+    query, target = (
+        (waiting_query(engine, namespace), DEFAULT_WAITING_PER_REPLICA)
+        if in_flight_target is None
+        else (in_flight_query(engine, namespace), in_flight_target)
+    )
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -53,7 +72,7 @@ def scaled_object(
                     "metricType": "AverageValue",
                     "metadata": {
                         "serverAddress": prometheus_url,
-                        "query": waiting_query(engine, namespace),
+                        "query": query,
                         "threshold": str(target),
                     },
                 }

@@ -38,3 +38,8 @@ class RecentRequests:
     def select(self, route: str, version: str, window_s: float) -> list[Sample]:
         since = time.monotonic() - window_s
         return [s for s in self._samples if s.at >= since and s.route == route and s.version == version]
+
+    def select_route(self, route: str, window_s: float) -> list[Sample]:
+        """Every version's requests on `route` over the last `window_s`."""
+        since = time.monotonic() - window_s
+        return [s for s in self._samples if s.at >= since and s.route == route]

@@ -1,8 +1,10 @@
 """A request's whole life, top to bottom, in `Pipeline.serve`:
 
-authorize → input limits → choose the version (pin, route, breaker fallback) → prompt policy → rate admission
-→ in-flight admission (copies to a shadow candidate shed first) → a copy to the shadow candidate, not waited
-for → injected fault → engine call → relay (stream) or answer → give back, settle, record (and hand the
+authorize → input limits → choose the version (pin, route, breaker fallback) → the route's degradation steps
+(shed, cheaper version, capped max_tokens) → prompt policy → rate admission
+→ in-flight admission on one replica (copies to a shadow candidate shed first) → a copy to the shadow
+candidate, not waited for → injected fault → engine call (refused before answering: once more on another
+replica) → relay (stream) or answer → give back, settle, record (and hand the
 primary's answer to the shadow comparison).
 
 Everything a request takes (its rate-limit charge, its in-flight slot, the engine's stream) is registered in one
@@ -19,18 +21,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.backends.base import Endpoint
-from serving.errors import OverloadedError, ServekitError
+from serving.backends.base import Backend, ChunkStream, Endpoint
+from serving.engines import Slot
+from serving.errors import EngineUnavailableError, OverloadedError, ServekitError
 from serving.faults import Faults
 from serving.gateway import Gateway
 from serving.metrics.access_log import write_access_log
 from serving.metrics.stats import RequestStats
 from serving.pipeline.choice import CLIENT_CLOSED_REQUEST, VersionChoice
+from serving.pipeline.degrade import Degrader
 from serving.pipeline.input_limits import check_input_limits
 from serving.pipeline.principal import Principal
 from serving.pipeline.prompt_policy import apply_prompt_policy
 from serving.pipeline.ratelimit import Admission, RateLimiter, rate_limits
 from serving.pipeline.relay import CompletionEvents, ResponseEvents, count_usage, relay
+from serving.pipeline.signals import RouteSignals
 from serving.protocol import ModelRequest
 from serving.router.breaker import Breakers
 from serving.settings import Settings
@@ -42,6 +47,7 @@ from serving.versions import ServedVersion
 VERSION_HEADER = "x-servekit-version"
 FALLBACK_HEADER = "x-servekit-fallback"
 TRUNCATED_HEADER = "x-servekit-truncated-messages"
+DEGRADED_HEADER = "x-servekit-degraded"
 DEFAULT_OUTPUT_ESTIMATE = 256
 """Tokens a request without max_tokens is charged up front (settled against its real usage afterwards)."""
 
@@ -126,6 +132,10 @@ class Pipeline:
         self.breakers = Breakers(settings.breaker.consecutive_failures, settings.breaker.open_s)
         self.choice = VersionChoice(gateway.router, gateway.versions, self.breakers, dict(settings.fallbacks))
         self.faults = Faults()
+        needed = {route: {step.signal for step in steps} for route, steps in settings.degrade.items()}
+        self.degrader = Degrader(
+            settings.degrade, RouteSignals(gateway, needed), gateway.metrics.registry, settings.degrade_interval_s
+        )
         self.access_log = settings.access_log.enabled
 
     async def serve(self, call: Call) -> Answer:
@@ -133,12 +143,13 @@ class Pipeline:
         call.principal.check_model(body.model)
         check_input_limits(body, self.limits)
         served, fallback = self.choice.choose(body.model, call.sticky_key, call.pinned)
+        served, degraded = self.degrader.apply(body, call.principal, served, self.gateway.versions)
         dropped = await apply_prompt_policy(body, served, self.gateway.versions, self.limits)
         admission = self.limiter.admit(
             call.principal.key_id,
             lambda: body.prompt_tokens_estimate() + (body.output_budget or DEFAULT_OUTPUT_ESTIMATE),
         )
-        headers = _headers(served, admission, fallback, dropped)
+        headers = _headers(served, admission, fallback, dropped, degraded)
         stats = RequestStats(
             route=body.model, request_id=call.request_id, key_id=call.principal.key_id, stream=body.stream,
             model=served.model.name, version=served.version,
@@ -148,22 +159,27 @@ class Pipeline:
         held.add(functools.partial(self._finish, ticket))
         engines = self.gateway.engines
         try:
-            engine = await self._admit(served)
-            held.add(functools.partial(engines.release, served, engine))
             payload = body.engine_payload(served.engine_model)
+            slot = await self._admit(served, call.sticky_key, payload)
+            held.add(functools.partial(engines.release, served, slot))
             if self.shadows.should_mirror(body.model, call.sticky_key):
                 ticket.shadowed = self._mirror(call, payload)
             await self.faults.apply(served.name)
-            backend = engines.backend(served, engine)
-            if not body.stream:
-                result = await backend.complete(call.endpoint, payload)
-                count_usage(stats, result.get("usage"))
+            try:
+                reply = await self._engine_call(call, engines.backend(served, slot), payload)
+            except EngineUnavailableError:  # refused before answering: once more on another replica, if one is up
+                if not engines.failed(served, slot):
+                    raise
+                slot = engines.admit(served, call.sticky_key, payload, exclude=(slot.replica.id,))
+                held.add(functools.partial(engines.release, served, slot))
+                reply = await self._engine_call(call, engines.backend(served, slot), payload)
+            if isinstance(reply, dict):
+                count_usage(stats, reply.get("usage"))
                 ticket.ended(200)
                 if ticket.shadowed is not None:
-                    ticket.shadowed.feed(json.dumps(result).encode())
-                return Answer(headers, body=result)
-            stream = await backend.open_stream(call.endpoint, payload)
-            held.add(stream.aclose)
+                    ticket.shadowed.feed(json.dumps(reply).encode())
+                return Answer(headers, body=reply)
+            held.add(reply.aclose)
             events = (
                 ResponseEvents(stats)
                 if call.endpoint == "responses"
@@ -171,7 +187,7 @@ class Pipeline:
             )
             close = held.hand_over().close  # the stream's end gives everything back now
             observe = ticket.shadowed.feed if ticket.shadowed is not None else None
-            return Answer(headers, stream=relay(stream, events, ticket.ended, close, observe), close=close)
+            return Answer(headers, stream=relay(reply, events, ticket.ended, close, observe), close=close)
         except ServekitError as error:
             ticket.ended(error.status_code)
             ticket.error = error
@@ -179,16 +195,22 @@ class Pipeline:
         finally:
             await held.close()
 
-    async def _admit(self, served: ServedVersion) -> str:
-        """An in-flight slot on `served`'s engine; when it is full, copies to shadow candidates give theirs up
-        first (cancelled copies release their slots at their next step)."""
+    async def _admit(self, served: ServedVersion, sticky_key: str | None, payload: dict[str, Any]) -> Slot:
+        """An in-flight slot on one of `served`'s engines; when the engine is full, copies to shadow candidates
+        give theirs up first (cancelled copies release their slots at their next step)."""
         try:
-            return self.gateway.engines.admit(served)
+            return self.gateway.engines.admit(served, sticky_key, payload)
         except OverloadedError:
             if not self.shadows.shed():
                 raise
             await asyncio.sleep(0)
-            return self.gateway.engines.admit(served)
+            return self.gateway.engines.admit(served, sticky_key, payload)
+
+    @staticmethod
+    async def _engine_call(call: Call, backend: Backend, payload: dict[str, Any]) -> dict[str, Any] | ChunkStream:
+        if call.body.stream:
+            return await backend.open_stream(call.endpoint, payload)
+        return await backend.complete(call.endpoint, payload)
 
     def _mirror(self, call: Call, payload: dict[str, Any]) -> AnswerAccumulator | None:
         """Send a copy of the request to the route's shadow candidate without waiting for it (no rate limit,
@@ -200,12 +222,12 @@ class Pipeline:
             return None
 
         async def send() -> RelayedAnswer:
-            engine = engines.admit(candidate)
+            slot = engines.admit(candidate, call.sticky_key, payload)
             try:
-                backend = engines.backend(candidate, engine)
+                backend = engines.backend(candidate, slot)
                 return await send_copy(backend, call.endpoint, payload, candidate.engine_model, body.temperature)
             finally:
-                engines.release(candidate, engine)
+                engines.release(candidate, slot)
 
         prompt = body.model_dump_json(include={"messages", "prompt", "input"}) if self.shadows.keeps_samples else None
         if not self.shadows.mirror(body.model, call.request_id, send, prompt=prompt):
@@ -231,8 +253,12 @@ class Pipeline:
             write_access_log(stats)
 
 
-def _headers(served: ServedVersion, admission: Admission | None, fallback: bool, dropped: int) -> dict[str, str]:
+def _headers(
+    served: ServedVersion, admission: Admission | None, fallback: bool, dropped: int, degraded: list[str]
+) -> dict[str, str]:
     headers = {VERSION_HEADER: served.version, **(admission.headers if admission else {})}
+    if degraded:
+        headers[DEGRADED_HEADER] = ",".join(degraded)
     if fallback:
         headers[FALLBACK_HEADER] = "1"
     if dropped:

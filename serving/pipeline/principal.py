@@ -14,6 +14,8 @@ class Principal:
     key_id: str
     role: str
     models: tuple[str, ...] = ()
+    priority: int = 0
+    """Under overload, a route's `shed_priority` step sheds callers below a level (the anonymous caller: 0)."""
 
     def check_model(self, model: str) -> None:
         if self.models and model not in self.models:

@@ -227,6 +227,10 @@ class Shadower:
         for route in list(self.runs):
             await self.stop(route)
 
+    def candidates(self) -> set[str]:
+        """The versions being shadowed now: kept servable while their runs last."""
+        return {run.candidate for run in self.runs.values()}
+
     def last_result(self, route: str) -> dict[str, Any] | None:
         """The results of the route's last finished run: kept in memory, else read from its results.json."""
         return self._finished.get(route) or latest_results(self.out_dir, route)

@@ -58,6 +58,7 @@ class StoredKey:
     models: tuple[str, ...] = ()
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    priority: int = 1
     created_at: float = 0.0
 
     @classmethod

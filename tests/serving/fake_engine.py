@@ -11,6 +11,7 @@ from typing import Any
 
 from serving.backends.base import Backend, ChunkStream, Endpoint
 from serving.backends.supervisor import EngineSupervisor
+from serving.errors import EngineUnavailableError
 from serving.gateway import Gateway
 from serving.registry.store import RegisteredModel
 from serving.router.router import Router
@@ -58,6 +59,8 @@ class FakeEngine(Backend):
         self.payloads: list[dict[str, Any]] = []
         """What each completion asked the engine for."""
         self.endpoints: list[Endpoint] = []
+        self.refuse = False
+        """Refuse every request as an engine that is gone does (connection refused)."""
         self.streams: list[ChunkStream] = []
         """Streams the next `open_stream` calls return, in order (then the usual three chunks)."""
 
@@ -79,11 +82,15 @@ class FakeEngine(Backend):
         return self.running and not self.crash and self.healthy.is_set()
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.refuse:
+            raise EngineUnavailableError(f"engine unreachable: {self.served_name} refused the connection")
         self.payloads.append(payload)
         self.endpoints.append(endpoint)
         return {"choices": [{"message": {"content": "hi"}}], "usage": USAGE}
 
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> ChunkStream:
+        if self.refuse:
+            raise EngineUnavailableError(f"engine unreachable: {self.served_name} refused the connection")
         self.payloads.append(payload)
         self.endpoints.append(endpoint)
         return self.streams.pop(0) if self.streams else ListedChunks(ROLE_CHUNK, TOKEN_CHUNK, USAGE_CHUNK)
@@ -104,15 +111,17 @@ class FakeEngine(Backend):
         pass
 
 
-def served_version(name: str, healthy: asyncio.Event | None = None, version: str = "v1") -> ServedVersion:
-    """`name` served from registry version `name:version` on a fake engine, healthy at once unless given an
-    event to set later."""
+def served_version(
+    name: str, healthy: asyncio.Event | None = None, version: str = "v1", replicas: int = 1
+) -> ServedVersion:
+    """`name` served from registry version `name:version` on `replicas` fake engines, healthy at once unless
+    given an event to set later."""
     if healthy is None:
         healthy = asyncio.Event()
         healthy.set()
     model = RegisteredModel(f"{name}:{version}", Path(f"/m/{name}"), {"kind": "base"}, {})
-    supervisor = EngineSupervisor(FakeEngine(name, healthy), FAST, WarmupSettings())
-    return ServedVersion(name, model, supervisor, 2048, name)
+    engines = [EngineSupervisor(FakeEngine(name, healthy), FAST, WarmupSettings()) for _ in range(replicas)]
+    return ServedVersion(name, model, engines[0], 2048, name, replicas=engines)
 
 
 async def started_gateway(state_path: Path, *names: str, max_in_flight: int = 0) -> Gateway:

@@ -10,11 +10,11 @@ import pytest
 
 from serving import versions as versions_module
 from serving.backends.supervisor import EngineSupervisor
-from serving.engines import on_demand_engine
 from serving.errors import EngineStartFailedError, ModelNotFoundError
 from serving.gateway import Gateway
 from serving.registry import store
 from serving.registry.store import ModelMissingError, RegisteredModel
+from serving.replica_sets import on_demand_engine
 from serving.rollout.controller import RolloutController
 from serving.rollout.policy import RolloutConfig
 from serving.rollout.store import RolloutStore
@@ -258,4 +258,20 @@ async def test_a_rollout_to_a_base_canary_starts_it_and_promotion_or_abort_retir
     assert "new:v2" not in gateway.versions, "the promoted-away on-demand primary kept its engine"
     assert gateway.versions["merged:v3"].supervisor.ready and "base" in gateway.engines.bases
     await rollouts.stop()
+    await gateway.stop()
+
+
+async def test_a_version_kept_by_another_user_is_not_retired_until_it_lets_go(tmp_path):
+    engines = Engines()
+    engines.healthy.set()
+    gateway = await make_gateway(tmp_path, engines)
+    shadowed: set[str] = set()
+    gateway.kept_by.append(lambda: shadowed)
+    await gateway.prepare("new:v2")  # e.g. a shadow run's candidate
+    shadowed.add("new:v2")
+    await gateway.set_route(route("chat", base=100))  # a change: retires what nothing uses
+    assert gateway.versions["new:v2"].supervisor.ready, "retired while a shadow run still copies to it"
+    shadowed.clear()
+    await gateway.delete_route("chat")
+    assert "new:v2" not in gateway.versions
     await gateway.stop()

@@ -28,7 +28,13 @@ def rendered(
     settings: Settings | None = None, target_per_replica: dict[str, int] | None = None, **options: Any
 ) -> list[dict[str, Any]]:
     opts = {"engine_image": "vllm/vllm-openai:test", **options}
-    return render(settings or two_versions(), K8sOptions(**opts), target_per_replica, resolve_tag=fake_tag)
+    return render(
+        settings or two_versions(), K8sOptions(**opts), target_per_replica, resolve_tag=fake_tag, profile_of=no_profile
+    )
+
+
+def no_profile(tag: str) -> None:
+    """Versions of these tests were never profiled."""
 
 
 def of_kind(resources: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:

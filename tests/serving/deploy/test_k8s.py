@@ -9,10 +9,12 @@ import pytest
 import yaml
 
 from serving.deploy.engines import DeployError
-from serving.deploy.k8s import DEFAULT_PROMETHEUS_URL, K8sOptions, write
+from serving.deploy.k8s import DEFAULT_PROMETHEUS_URL, K8sOptions, render, write
+from serving.protocol import CapacityProfile
 from serving.settings import Settings
-from tests.serving.deploy.cluster import container, env_of, of_kind, rendered, two_versions
+from tests.serving.deploy.cluster import container, env_of, fake_tag, of_kind, rendered, two_versions
 from tests.serving.deploy.schema_check import is_custom, validate
+from tests.serving.registry.test_capacity import measured
 
 ENGINES = ("servekit-engine-base-a", "servekit-engine-model-b")
 
@@ -112,19 +114,31 @@ def test_a_loopback_observe_url_is_not_what_pods_query():
         assert scaler["spec"]["triggers"][0]["metadata"]["serverAddress"] == expected
 
 
-def test_autoscaler_per_version_on_waiting_requests():
+def test_autoscaler_per_version_on_waiting_requests_or_in_flight_at_a_target():
     resources = rendered(engine_replicas=2, max_engine_replicas=5, target_per_replica={"model-b": 7})
     scalers = of_kind(resources, "ScaledObject")
     assert set(scalers) == set(ENGINES)
-    for name, target in ((ENGINES[0], "2"), (ENGINES[1], "7")):
+    for name, target, series in ((ENGINES[0], "2", "waiting"), (ENGINES[1], "7", "running")):
         spec = scalers[name]["spec"]
         assert spec["scaleTargetRef"]["name"] == name
         assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 5)
         (trigger,) = spec["triggers"]
         assert trigger["type"] == "prometheus"
-        assert trigger["metadata"]["query"].startswith("sum(vllm:num_requests_waiting{")
+        assert trigger["metadata"]["query"].startswith(f"sum(vllm:num_requests_{series}{{")
         assert trigger["metadata"]["threshold"] == target
     assert 'model_name="model-b"' in scalers[ENGINES[1]]["spec"]["triggers"][0]["metadata"]["query"]
+
+
+def test_a_profiled_version_scales_on_in_flight_requests_at_its_knee_less_the_margin():
+    profile = CapacityProfile.model_validate(measured(10))
+    resources = render(
+        two_versions(), K8sOptions(engine_image="vllm/vllm-openai:test"), resolve_tag=fake_tag,
+        profile_of=lambda tag: profile if tag.startswith("base-b") else None,
+    )  # fmt: skip
+    scalers = of_kind(resources, "ScaledObject")
+    profiled = scalers[ENGINES[1]]["spec"]["triggers"][0]["metadata"]
+    assert profiled["threshold"] == "9" and "vllm:num_requests_running" in profiled["query"]
+    assert "vllm:num_requests_running" not in scalers[ENGINES[0]]["spec"]["triggers"][0]["metadata"]["query"]
 
 
 @pytest.mark.parametrize(

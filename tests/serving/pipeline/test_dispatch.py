@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from serving.backends.base import Endpoint
 from serving.errors import EngineUnavailableError, RateLimitError
@@ -19,13 +20,15 @@ from serving.pipeline.dispatch import Answer, Call, Held, Pipeline
 from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.pipeline.ratelimit import RateLimiter
 from serving.protocol import ChatCompletionRequest, ResponsesRequest
+from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
-from serving.settings import AccessLogSettings, Settings, ShadowSettings
+from serving.settings import AccessLogSettings, PoolSettings, Settings, ShadowSettings
 from serving.shadow.session import Shadower
+from serving.state import connect
 from tests.serving.fake_engine import ROLE_CHUNK as ROLE
 from tests.serving.fake_engine import TOKEN_CHUNK as TOKEN
 from tests.serving.fake_engine import USAGE_CHUNK as USAGE
-from tests.serving.fake_engine import ListedChunks, started_gateway
+from tests.serving.fake_engine import ListedChunks, served_version, started_gateway
 
 RESPONSE_EVENTS = (
     b'{"response":{"id":"resp_1","status":"in_progress","usage":null},"sequence_number":0,"type":"response.created"}',
@@ -211,3 +214,37 @@ async def test_a_candidate_that_is_down_never_touches_the_clients_answer(pipelin
     async with asyncio.timeout(5):
         while pipeline.shadows.status("ab")["candidate_errors"] < 1:
             await asyncio.sleep(0.01)
+
+
+async def test_a_pool_keeps_a_conversation_on_one_replica_and_fails_over_before_the_first_byte(tmp_path):
+    pooled = served_version("pooled", replicas=2)
+    gateway = Gateway([pooled], Router(connect(tmp_path / "p.db"), {}), pool=PoolSettings(block_chars=16))
+    gateway.start()
+    for replica in pooled.replicas:
+        await replica.wait_ready(5)
+    try:
+        pipeline = Pipeline(Settings(access_log=AccessLogSettings(enabled=False)), gateway,
+                            Shadower(ShadowSettings(), tmp_path, CollectorRegistry()))  # fmt: skip
+        engines = [replica.backend for replica in pooled.replicas]
+        history = [{"role": "system", "content": "You are a pirate who answers in rhyme. " * 4}]
+        for turn in range(4):
+            history.append({"role": "user", "content": f"Question {turn}: where is the treasure?"})
+            body = ChatCompletionRequest(model="pooled", messages=history, max_tokens=4)
+            assert (await pipeline.serve(Call("chat/completions", body, ANONYMOUS, f"turn-{turn}"))).body is not None
+            history.append({"role": "assistant", "content": "Arr!"})
+        turns = [len(engine.payloads) - 1 for engine in engines]  # minus each replica's warm-up
+        assert sorted(turns) == [0, 4], f"every turn of the conversation on one replica: {turns}"
+        busy = turns.index(4)
+        engines[busy].refuse = True  # that replica's engine is gone
+        body = ChatCompletionRequest(model="pooled", messages=history, max_tokens=4)
+        answer = await pipeline.serve(Call("chat/completions", body, ANONYMOUS, "after-failure"))
+        assert answer.body is not None, "the request was tried again on the other replica"
+        assert len(engines[1 - busy].payloads) == 2
+        assert not gateway.engines.pools["pooled"].replicas[f"pooled/{busy}"].healthy
+        assert gateway.engines.in_flight["pooled"] == 0
+        failovers = gateway.metrics.registry.get_sample_value(
+            "servekit_replica_choice_total", {"policy": "prefix_affinity", "reason": "failover"}
+        )
+        assert failovers == 1
+    finally:
+        await gateway.stop()

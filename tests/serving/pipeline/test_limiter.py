@@ -51,15 +51,15 @@ async def test_authenticate_accepts_a_shared_key_and_stays_on_when_the_table_is_
     app.state.shared_keys = shared.key_lookup()
 
     @app.get("/who")
-    async def who(principal: Principal = Depends(authenticate)) -> dict[str, str]:
-        return {"id": principal.key_id, "role": principal.role}
+    async def who(principal: Principal = Depends(authenticate)) -> dict[str, str | int]:
+        return {"id": principal.key_id, "role": principal.role, "priority": principal.priority}
 
     key = new_key()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
         assert (await client.get("/who")).status_code == 401  # no shared key yet, and still no anonymous access
-        await shared.key_store().create(StoredKey("team", key_digest(key), "admin"))
+        await shared.key_store().create(StoredKey("team", key_digest(key), "admin", priority=3))
         app.state.shared_keys = shared.key_lookup()  # a fresh copy: no waiting for the poll interval here
         answer = await client.get("/who", headers={"Authorization": f"Bearer {key}"})
-        assert answer.json() == {"id": "team", "role": "admin"}
+        assert answer.json() == {"id": "team", "role": "admin", "priority": 3}
         wrong = await client.get("/who", headers={"Authorization": "Bearer sk-wrong"})
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"

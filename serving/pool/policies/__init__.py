@@ -1,0 +1,1 @@
+"""One file per replica policy, all behind `serving.pool.policy.ReplicaPolicy`."""

@@ -20,7 +20,7 @@ from serving.model_cards import model_cards
 from serving.on_demand import EngineFactory, OnDemandEngines
 from serving.protocol import ModelList
 from serving.registry.store import RegisteredModel
-from serving.replica_sets import managed_engine, on_demand_engine
+from serving.replica_sets import free_ports, managed_engine, on_demand_engine
 from serving.router.router import Router
 from serving.router.routes import Route, RouteMember
 from serving.settings import OnDemandSettings, PoolSettings, Settings, VersionSettings
@@ -74,7 +74,15 @@ class Gateway:
         model_settings = settings.model
         bases = [managed_engine(settings, model_settings.name, model_settings.engine, model, None, settings.engine)]
         bases += [
-            managed_engine(settings, v.name, v.engine, registered, v.port, v, f"versions[{v.name}]")
+            managed_engine(
+                settings,
+                v.name,
+                v.engine,
+                registered,
+                v.port or free_ports(settings, v.engine),
+                v,
+                f"versions[{v.name}]",
+            )
             for v, registered in more_bases
         ]
         defaults = {

@@ -32,7 +32,7 @@ def build_replicas(
     cores = replica_core_sets(f"{key}.cpu_core_sets", managed, sources.cpu_core_sets, usable_cores()) if bound else []
     replicas = []
     for replica in range(managed):
-        replica_port = port if replica == 0 else free_port_block(ports_needed(engine), settings.engine.host)
+        replica_port = port if replica == 0 else free_ports(settings, engine)
         own = settings
         if cores:
             own = _with_engine(settings, cpu_threads_bind=cores[replica])
@@ -42,6 +42,11 @@ def build_replicas(
         backend = create_backend(_with_engine(settings, url=url), engine, model.path, name, None)
         replicas.append(EngineSupervisor(backend, supervision, settings.warmup))
     return replicas
+
+
+def free_ports(settings: Settings, engine: str) -> int:
+    """The first of the free consecutive ports an engine of kind `engine` needs."""
+    return free_port_block(ports_needed(engine), settings.engine.host)
 
 
 def _with_engine(settings: Settings, **changes: object) -> Settings:
@@ -70,4 +75,4 @@ def managed_engine(
 def on_demand_engine(settings: Settings, name: str, model: RegisteredModel) -> ServedVersion:
     """An engine like the configured base's (same engine args), on free ports picked now."""
     engine = settings.on_demand.engine or settings.model.engine
-    return managed_engine(settings, name, engine, model, free_port_block(ports_needed(engine), settings.engine.host))
+    return managed_engine(settings, name, engine, model, free_ports(settings, engine))

@@ -129,9 +129,10 @@ class VersionSettings(ReplicaSources):
     name: str = Field(description="Public model name it is served under.")
     model: str = Field(description="Registry reference `name` or `name:version`.")
     engine: Literal["vllm", "triton"] = "vllm"
-    port: int = Field(
-        description="Port of its engine (each engine listens on its own; Triton takes this one for HTTP, "
-        "the next for gRPC and the one after for metrics)."
+    port: int | None = Field(
+        None,
+        description="Port of its (first) managed engine (each engine listens on its own; Triton takes this one for "
+        "HTTP, the next for gRPC and the one after for metrics). Unset: free ports picked at start.",
     )
     pool: PoolSettings | None = Field(None, description="This version's replica choice; unset: the global `pool`.")
 

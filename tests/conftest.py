@@ -201,3 +201,21 @@ def base_copy(settings, name: str) -> Iterator[str]:
         yield tag
     finally:
         bentoml.models.delete(tag)
+
+
+@contextlib.contextmanager
+def throwaway_adapter(settings, directory: Path, name: str, seed: int) -> Iterator[str]:
+    """A random rank-8 adapter on the default model's attention layers, registered as `name`; deleted afterwards.
+    Yields its tag."""
+    import bentoml
+
+    from serving.registry.adapters import import_adapter
+    from serving.registry.store import get_model
+
+    base = get_model(settings.model.name)
+    path = build_random_adapter(base.path, directory / name, 8, seed, ("q_proj", "v_proj"))
+    model = import_adapter(path, name, base)[0]
+    try:
+        yield model.tag
+    finally:
+        bentoml.models.delete(model.tag)

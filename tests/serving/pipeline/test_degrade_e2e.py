@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from serving.api.auth import key_digest
-from serving.bench.adapters import build_random_adapter
-from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, wait_for
+from tests.conftest import GATEWAY_UP_TIMEOUT_S, start_bentoml, stop, throwaway_adapter, wait_for
 
 BASE = "smollm2-135m-instruct"
 VIP_KEY, LOW_KEY = "sk-degrade-vip", "sk-degrade-low"
@@ -26,18 +25,8 @@ LEVEL_TIMEOUT_S = 120
 
 @pytest.fixture(scope="module")
 def adapter(settings, tmp_path_factory) -> Iterator[str]:
-    import bentoml
-
-    from serving.registry.adapters import import_adapter
-    from serving.registry.store import get_model
-
-    base = get_model(settings.model.name)
-    path = build_random_adapter(base.path, tmp_path_factory.mktemp("degrade") / "a", 8, 7, ("q_proj", "v_proj"))
-    model = import_adapter(path, "test-degrade-adapter", base)[0]
-    try:
-        yield model.tag
-    finally:
-        bentoml.models.delete(model.tag)
+    with throwaway_adapter(settings, tmp_path_factory.mktemp("degrade"), "test-degrade-adapter", 7) as tag:
+        yield tag
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.bench.adapters import build_random_adapter
-from tests.conftest import base_copy
+from tests.conftest import base_copy, throwaway_adapter
 
 BASE = "smollm2-135m-instruct"
 ROUTE = "shadowed"
@@ -32,18 +31,8 @@ def twin(settings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def other_adapter(settings, tmp_path_factory) -> Iterator[str]:
-    import bentoml
-
-    from serving.registry.adapters import import_adapter
-    from serving.registry.store import get_model
-
-    base = get_model(settings.model.name)
-    path = build_random_adapter(base.path, tmp_path_factory.mktemp("shadow") / "a", 8, 11, ("q_proj", "v_proj"))
-    model = import_adapter(path, "test-shadow-adapter", base)[0]
-    try:
-        yield model.tag
-    finally:
-        bentoml.models.delete(model.tag)
+    with throwaway_adapter(settings, tmp_path_factory.mktemp("shadow"), "test-shadow-adapter", 11) as tag:
+        yield tag
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ STAMP := $(VENV)/.installed-$(DEVICE)
 CONSTRAINTS := -c constraints/common.txt -c constraints/$(DEVICE).txt
 PYTEST_ARGS ?=
 
-.PHONY: setup prometheus chromium triton-setup vllm-router-setup serve observe test bench lint clean
+.PHONY: setup prometheus redis chromium triton-setup vllm-router-setup serve observe test bench lint clean
 
-setup: $(STAMP) prometheus
+setup: $(STAMP) prometheus redis
 	@# Idempotent: about a second when the default model is already registered.
 	$(BIN)/servekit models pull-default
 
@@ -22,6 +22,10 @@ setup: $(STAMP) prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 prometheus:
 	command -v prometheus >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus)
+
+# Debian's redis-server: the shared state (`state.url`) of several gateways; tests start their own on a free port.
+redis:
+	command -v redis-server >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends redis-server)
 
 # Debian's chromium: the release-report test renders the report headless and checks every image loads.
 chromium:

@@ -97,6 +97,13 @@ class ConflictError(ServekitError):
     code = "conflict"
 
 
+class LeaseLostError(ConflictError):
+    """A rollout write carried a lease token that is no longer the holder's: another replica's controller took
+    over (fencing), so this one must stop acting."""
+
+    code = "lease_lost"
+
+
 class MethodNotAllowedError(ServekitError):
     status_code = 405
     error_type = "invalid_request_error"
@@ -138,6 +145,22 @@ class RateLimitError(ServekitError):
 
     def headers(self) -> dict[str, str]:
         return {**self._headers, "Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class StateUnavailableError(ServekitError):
+    """The shared state (Redis) cannot be reached and `state.on_unavailable` is `closed`, or a change that must
+    be shared cannot be written: refuse rather than act on one replica's view."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "state_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class EngineError(ServekitError):

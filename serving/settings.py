@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, Field, HttpUrl, model_validator
+from pydantic import BaseModel, Field, HttpUrl, RedisDsn, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV_VAR = "SERVEKIT_CONFIG"
@@ -379,6 +379,37 @@ class ObservabilitySettings(BaseModel):
     url: HttpUrl | None = Field(None, description="An external Prometheus to query instead of starting one.")
 
 
+class StateSettings(BaseModel):
+    """Where replicas keep what they must agree on (rate limits, API keys): unset, in this process and the
+    SQLite file under `home` (one gateway); a Redis URL, on that server, shared by every gateway using it."""
+
+    url: RedisDsn | None = Field(None, description="`redis://host:port/db`; unset: embedded state (one gateway).")
+    on_unavailable: Literal["open", "closed"] = Field(
+        "open",
+        description="Redis unreachable: `open` serves without rate limits (Envoy's and LiteLLM's default), "
+        "`closed` refuses limited requests with 503 `state_unavailable`.",
+    )
+    timeout_s: float = Field(
+        0.25, gt=0, description="Connect and reply timeout per Redis call; a request waits at most this long."
+    )
+    retry_s: float = Field(
+        1.0, gt=0, description="After a failed call, Redis is left alone this long (requests do not queue on it)."
+    )
+    prefix: str = Field("servekit", min_length=1, description="Key namespace, so deployments can share a Redis.")
+    keys_poll_s: float = Field(
+        0.5, gt=0, le=1, description="How often a replica checks the API-key table's version (revocation delay)."
+    )
+    routes_poll_s: float = Field(
+        0.5, gt=0, le=1, description="How often a replica checks the route table's version (route change delay)."
+    )
+    lease_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        description="The rollout controller's lease: another replica takes over this long after the "
+        "holder stops renewing (it renews every third of it).",
+    )
+
+
 class ShadowSettings(BaseModel):
     """Shadow traffic: copies of a route's requests sent to a candidate version and compared, never answered."""
 
@@ -423,6 +454,7 @@ class Settings(BaseSettings):
     )
     observe: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     pool: PoolSettings = Field(default_factory=PoolSettings)
     fallbacks: dict[str, str] = Field(
         default_factory=dict,

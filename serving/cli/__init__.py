@@ -22,6 +22,7 @@ from serving.cli import (
     triton,
 )
 from serving.cli.capacity import capacity
+from serving.cli.state import app as state_app
 
 app = typer.Typer(no_args_is_help=True, help="servekit: serve LLMs through one OpenAI-compatible API.")
 app.add_typer(config.app, name="config")
@@ -31,6 +32,7 @@ app.add_typer(rollout.app, name="rollout")
 app.add_typer(keys.app, name="keys")
 app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(triton.app, name="triton")
+app.add_typer(state_app, name="state")
 app.add_typer(shadow.app, name="shadow")
 app.add_typer(release.app, name="release")
 app.add_typer(deploy.app, name="deploy")

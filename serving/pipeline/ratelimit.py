@@ -3,18 +3,25 @@
 Tokens are charged up front from an estimate (prompt characters / 4 + `max_tokens`) so a burst of long requests
 cannot overrun the budget before any finishes, then settled against the real `usage` when the request ends.
 The buckets live in the gateway process: BentoML runs servekit with one worker (the engine does the batching),
-so they are exact; several workers would each hold their own buckets (limits multiply by the worker count)."""
+so they are exact; several workers would each hold their own buckets (limits multiply by the worker count):
+with `state.url` set, `serving.state.redis_limits.SharedRateLimiter` keeps them in Redis instead."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from serving.errors import RateLimitError
 from serving.pipeline.principal import ANONYMOUS_ID
 from serving.settings import Settings
+from serving.state.limits import (
+    Admission,
+    BucketLevel,
+    ratelimit_headers,
+    request_too_large,
+    requests_exhausted,
+    tokens_exhausted,
+)
 
 Clock = Callable[[], float]
 
@@ -51,31 +58,12 @@ class TokenBucket:
         self._refill()
         self.level -= amount
 
+    def snapshot(self) -> BucketLevel:
+        self._refill()
+        return BucketLevel(self.capacity, self.level)
+
     def remaining(self) -> int:
-        self._refill()
-        return max(0, math.floor(self.level))
-
-    def reset_s(self) -> float:
-        """Seconds until the bucket is full again."""
-        self._refill()
-        return (self.capacity - self.level) / self.rate_per_s
-
-
-def duration(seconds: float) -> str:
-    """OpenAI's reset format: `1s`, `6m0s`, `20ms`."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    minutes, rest = divmod(math.ceil(seconds), 60)
-    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
-
-
-@dataclass
-class Admission:
-    """A request let through: what it was charged, so `settle` can correct the token bucket afterwards."""
-
-    key_id: str
-    estimated_tokens: int
-    headers: dict[str, str]
+        return self.snapshot().remaining()
 
 
 class RateLimiter:
@@ -103,22 +91,11 @@ class RateLimiter:
             return None
         estimated_tokens = estimate_tokens() if tokens is not None else 0
         if requests is not None and (wait := requests.wait_s(1)) > 0:
-            raise RateLimitError(
-                f"Rate limit reached for key `{key_id}`: {per_minute} requests per minute. Retry in {duration(wait)}.",
-                limit_type="requests", retry_after_s=wait, headers=self._headers(requests, tokens),
-            )  # fmt: skip
+            raise requests_exhausted(key_id, per_minute, wait, self._headers(requests, tokens))
         if tokens is not None and estimated_tokens > tokens.capacity:
-            raise RateLimitError(
-                f"Request too large for key `{key_id}`: about {estimated_tokens} tokens (prompt + max_tokens), more "
-                f"than its whole budget of {tokens_per_minute} tokens per minute. Lower max_tokens or the prompt.",
-                limit_type="tokens", retry_after_s=60.0, headers=self._headers(requests, tokens),
-            )  # fmt: skip
+            raise request_too_large(key_id, estimated_tokens, tokens_per_minute, self._headers(requests, tokens))
         if tokens is not None and (wait := tokens.wait_s(estimated_tokens)) > 0:
-            raise RateLimitError(
-                f"Rate limit reached for key `{key_id}`: {tokens_per_minute} tokens per minute; this request needs "
-                f"about {estimated_tokens} (prompt + max_tokens). Retry in {duration(wait)}.",
-                limit_type="tokens", retry_after_s=wait, headers=self._headers(requests, tokens),
-            )  # fmt: skip
+            raise tokens_exhausted(key_id, tokens_per_minute, estimated_tokens, wait, self._headers(requests, tokens))
         if requests is not None:
             requests.take(1)
         if tokens is not None:
@@ -132,13 +109,9 @@ class RateLimiter:
 
     @staticmethod
     def _headers(requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-        headers = {}
-        for kind, bucket in (("requests", requests), ("tokens", tokens)):
-            if bucket is not None:
-                headers[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
-                headers[f"x-ratelimit-remaining-{kind}"] = str(bucket.remaining())
-                headers[f"x-ratelimit-reset-{kind}"] = duration(bucket.reset_s())
-        return headers
+        return ratelimit_headers(
+            requests.snapshot() if requests is not None else None, tokens.snapshot() if tokens is not None else None
+        )
 
 
 def rate_limits(settings: Settings) -> dict[str, tuple[int, int]]:

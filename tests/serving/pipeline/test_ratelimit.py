@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serving.errors import RateLimitError
-from serving.pipeline.ratelimit import RateLimiter, duration, rate_limits
+from serving.pipeline.ratelimit import RateLimiter, rate_limits
 from serving.settings import Settings
 from tests.conftest import ManualClock
 
@@ -70,8 +70,3 @@ def test_limits_per_key_fall_back_to_the_defaults():
         ]},
     )  # fmt: skip
     assert rate_limits(settings) == {"anonymous": (10, 500), "a": (10, 500), "b": (0, 99)}
-
-
-@pytest.mark.parametrize(("seconds", "text"), [(0.02, "20ms"), (1.0, "1s"), (59.2, "1m0s"), (360, "6m0s")])
-def test_reset_durations_use_openai_format(seconds, text):
-    assert duration(seconds) == text

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from serving.state import connect
+from serving.state.sqlite import connect
 
 
 def test_the_schema_is_created_once_and_what_is_written_survives_a_reconnect(tmp_path):

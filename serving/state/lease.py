@@ -1,0 +1,117 @@
+"""Which replica's rollout controller may act: a lease in Redis with an expiry and a fencing token.
+
+Taking the lease hands out a token from a counter that only grows; the lease key holds the holder's token
+until it expires. Every rollout write (`RedisRecords.save_rollout`, `.audit`) runs a script that compares its
+token with the lease key's, so a holder that paused past its expiry (GC, a stalled host) and then wakes up
+cannot write over its successor: its token no longer matches, the write is refused and it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Protocol
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from serving.settings import StateSettings
+from serving.state.health import StateHealth
+
+OPERATION = "lease"
+
+# KEYS: lease, fence counter; ARGV: the caller's token ('' when it holds none), ttl ms. Returns the token held.
+ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  if current ~= ARGV[1] then return false end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(current)
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+return token
+"""
+
+# KEYS: lease; ARGV: token. Gives the lease up only if it is still this token's.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Lease(Protocol):
+    token: int | None
+    """The token to write with while held; None while another replica holds the lease."""
+
+    async def acquire(self) -> int | None: ...
+
+    async def keep(self) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class EmbeddedLease:
+    """One gateway, no Redis: it always holds the lease (the SQLite records do not check tokens)."""
+
+    token: int | None = 0
+
+    async def acquire(self) -> int | None:
+        return self.token
+
+    async def keep(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
+def lease_key(settings: StateSettings, name: str) -> str:
+    return f"{settings.prefix}:lease:{name}"
+
+
+class RedisLease:
+    """Call `acquire()` before each controller tick (and at least every ttl/3): it takes the lease when free,
+    renews it when held, and answers None while another replica holds it."""
+
+    def __init__(
+        self, client: redis.Redis, settings: StateSettings, health: StateHealth, name: str = "rollouts"
+    ) -> None:
+        self.key = lease_key(settings, name)
+        self.fence_key = f"{self.key}:fence"
+        self.ttl_ms = math.ceil(settings.lease_ttl_s * 1000)
+        self.health = health
+        self.token: int | None = None
+        self._acquire = client.register_script(ACQUIRE)
+        self._release = client.register_script(RELEASE)
+
+    async def acquire(self) -> int | None:
+        """The token to write with, or None. Unreachable Redis also answers None: the lease may be expiring
+        and another replica taking it, so acting on would risk two controllers."""
+        try:
+            held = await self._acquire(keys=[self.key, self.fence_key], args=[self._mine(), self.ttl_ms])
+        except (RedisError, OSError) as error:
+            self.health.failed(OPERATION, error)
+            self.token = None
+            return None
+        self.health.succeeded()
+        self.token = None if held is None else int(held)
+        return self.token
+
+    async def keep(self) -> None:
+        """The replica's background task: take or renew the lease every third of its expiry, so a rollout
+        interval longer than the expiry does not lose it; cancel it (then `release`) on shutdown."""
+        while True:
+            await self.acquire()
+            await asyncio.sleep(self.ttl_ms / 3000)
+
+    async def release(self) -> None:
+        """On a clean shutdown: the next replica need not wait for the expiry."""
+        if self.token is not None:
+            try:
+                await self._release(keys=[self.key], args=[self._mine()])
+            except (RedisError, OSError) as error:
+                self.health.failed(OPERATION, error)
+            self.token = None
+
+    def _mine(self) -> str:
+        return "" if self.token is None else str(self.token)

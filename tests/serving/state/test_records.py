@@ -1,0 +1,98 @@
+"""The StateRecords contract, kept by the SQLite file and by Redis alike, and Redis's route change propagation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from serving.errors import StateUnavailableError
+from serving.settings import StateSettings
+from serving.state.records import SqliteRecords
+from serving.state.redis_records import RouteWatcher
+from serving.state.shared import SharedState
+from serving.state.sqlite import connect
+
+
+@pytest.fixture
+async def shared(redis_server):
+    opened: list[SharedState] = []
+
+    def open_state() -> SharedState:
+        opened.append(SharedState.open(StateSettings(url=redis_server.url, retry_s=0.05, lease_ttl_s=5)))
+        return opened[-1]
+
+    yield open_state
+    for state in opened:
+        await state.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def records_and_token(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteRecords(connect(tmp_path / "state.db")), 0
+        return
+    state = SharedState.open(StateSettings(url=request.getfixturevalue("redis_server").url))
+    try:
+        yield state.records(), await state.lease().acquire()
+    finally:
+        await state.close()
+
+
+async def test_both_stores_keep_routes_rollouts_and_the_audit_log(records_and_token):
+    records, token = records_and_token
+    before = await records.routes_version()
+    await records.set_route("chat", '{"a": 1}')
+    await records.set_route("code", '{"b": 2}')
+    await records.delete_route("code")
+    assert await records.routes() == {"chat": '{"a": 1}'}
+    assert await records.routes_version() != before
+    await records.save_rollout("chat", '{"phase": "progressing"}', token)
+    await records.save_rollout("chat", '{"phase": "promoted"}', token)
+    await records.audit("chat", "started", {"canary": "v2"}, token)
+    await records.audit("chat", "promoted", {"step": 3}, token)
+    assert await records.rollouts() == {"chat": '{"phase": "promoted"}'}
+    history = await records.history("chat")
+    assert [(entry["event"], entry.get("canary"), entry.get("step")) for entry in history] == [
+        ("started", "v2", None),
+        ("promoted", None, 3),
+    ]
+    assert await records.history("other") == []
+
+
+async def test_a_route_changed_through_one_replica_is_applied_by_the_others_within_the_poll(shared):
+    a, b, c = shared(), shared(), shared()
+    tables: dict[str, dict[str, str]] = {"b": {}, "c": {}}
+    watchers = [
+        RouteWatcher(state.records(), lambda table, name=name: tables.__setitem__(name, table), poll_s=0.5)
+        for name, state in (("b", b), ("c", c))
+    ]
+    tasks = [asyncio.create_task(watcher.run()) for watcher in watchers]
+    try:
+        await a.records().set_route("chat", '{"v2": 10}')
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(table != {"chat": '{"v2": 10}'} for table in tables.values()):
+            await asyncio.sleep(0.02)
+        assert tables == {"b": {"chat": '{"v2": 10}'}, "c": {"chat": '{"v2": 10}'}}
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def test_an_outage_refuses_changes_keeps_the_last_table_and_catches_up_after(shared, redis_server):
+    a, b = shared(), shared()
+    applied: list[dict[str, str]] = []
+    watcher = RouteWatcher(b.records(), applied.append, poll_s=0.5)
+    await a.records().set_route("chat", "{}")
+    assert await watcher.poll() and applied[-1] == {"chat": "{}"}
+
+    redis_server.stop()
+    with pytest.raises(StateUnavailableError):
+        await a.records().set_route("chat", '{"v2": 50}')
+    assert not await watcher.poll()  # keeps routing by what it has
+    assert applied == [{"chat": "{}"}]
+
+    redis_server.start()  # without persistence: empty; a production Redis keeps its data (AOF/RDB)
+    await a.records().set_route("chat", '{"v2": 50}')
+    assert await watcher.poll() and applied[-1] == {"chat": '{"v2": 50}'}

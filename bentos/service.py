@@ -71,6 +71,8 @@ class Servekit:
         await self.rollouts.stop()
         await app.state.pipeline.degrader.stop()
         await app.state.shadows.close()  # writes the results of shadow runs still going
+        if app.state.shared is not None:
+            await app.state.shared.close()
         await self.gateway.stop()
 
     def __is_ready__(self) -> bool:

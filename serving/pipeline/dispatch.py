@@ -31,9 +31,9 @@ from serving.metrics.stats import RequestStats
 from serving.pipeline.choice import CLIENT_CLOSED_REQUEST, VersionChoice
 from serving.pipeline.degrade import Degrader
 from serving.pipeline.input_limits import check_input_limits
+from serving.pipeline.limiter import build_rate_limiter
 from serving.pipeline.principal import Principal
 from serving.pipeline.prompt_policy import apply_prompt_policy
-from serving.pipeline.ratelimit import Admission, RateLimiter, rate_limits
 from serving.pipeline.relay import CompletionEvents, ResponseEvents, count_usage, relay
 from serving.pipeline.signals import RouteSignals
 from serving.protocol import ModelRequest
@@ -42,6 +42,9 @@ from serving.settings import Settings
 from serving.shadow.answer import AnswerAccumulator, RelayedAnswer
 from serving.shadow.copy import send_copy
 from serving.shadow.session import Shadower
+from serving.state.limits import Admission
+from serving.state.redis_keys import KeyLookup
+from serving.state.shared import SharedState
 from serving.versions import ServedVersion
 
 VERSION_HEADER = "x-servekit-version"
@@ -124,11 +127,19 @@ class Ticket:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, gateway: Gateway, shadows: Shadower) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: Gateway,
+        shadows: Shadower,
+        shared: SharedState | None = None,
+        shared_keys: KeyLookup | None = None,
+    ) -> None:
+        """`shared`: the state on Redis that several gateways share (`state.url`); None: this process's own."""
         self.gateway = gateway
         self.shadows = shadows
         self.limits = settings.limits
-        self.limiter = RateLimiter(rate_limits(settings))
+        self.limiter = build_rate_limiter(settings, shared, shared_keys)
         self.breakers = Breakers(settings.breaker.consecutive_failures, settings.breaker.open_s)
         self.choice = VersionChoice(gateway.router, gateway.versions, self.breakers, dict(settings.fallbacks))
         self.faults = Faults()
@@ -145,7 +156,7 @@ class Pipeline:
         served, fallback = self.choice.choose(body.model, call.sticky_key, call.pinned)
         served, degraded = self.degrader.apply(body, call.principal, served, self.gateway.versions)
         dropped = await apply_prompt_policy(body, served, self.gateway.versions, self.limits)
-        admission = self.limiter.admit(
+        admission = await self.limiter.admit(
             call.principal.key_id,
             lambda: body.prompt_tokens_estimate() + (body.output_budget or DEFAULT_OUTPUT_ESTIMATE),
         )
@@ -234,12 +245,12 @@ class Pipeline:
             return None
         return AnswerAccumulator(stream=body.stream, temperature=body.temperature)
 
-    def _finish(self, ticket: Ticket) -> None:
+    async def _finish(self, ticket: Ticket) -> None:
         """What every finished request updates: its rate-limit charge (settled against real usage; an error's
         estimate comes back), its version's circuit breaker, the metrics and the access log, and a shadow
         comparison waiting for its answer."""
         stats = ticket.stats
-        self.limiter.settle(ticket.admission, stats.prompt_tokens + stats.completion_tokens)
+        await self.limiter.settle(ticket.admission, stats.prompt_tokens + stats.completion_tokens)
         self.choice.settle(ticket.served, ticket.status, ticket.error)
         stats.finish(ticket.status)
         self.record(stats)

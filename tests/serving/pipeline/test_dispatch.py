@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from serving.api.app import create_app
 from serving.backends.base import Endpoint
 from serving.errors import EngineUnavailableError, RateLimitError
 from serving.gateway import Gateway
 from serving.metrics.stats import RequestStats
 from serving.pipeline.choice import CLIENT_CLOSED_REQUEST
 from serving.pipeline.dispatch import Answer, Call, Held, Pipeline
+from serving.pipeline.limiter import InProcessRateLimiter
 from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.pipeline.ratelimit import RateLimiter
 from serving.protocol import ChatCompletionRequest, ResponsesRequest
@@ -137,27 +139,27 @@ async def test_a_responses_stream_that_fails_ends_with_an_error_event_in_openai_
 
 
 async def test_a_json_answer_settles_the_rate_limit_charge_against_its_real_usage(pipeline, gateway):
-    pipeline.limiter = RateLimiter({"team": (0, 1000)})
+    pipeline.limiter = InProcessRateLimiter(RateLimiter({"team": (0, 1000)}))
     body = chat(max_tokens=100)
     answer = await pipeline.serve(call(body, Principal("team", "user")))
     assert isinstance(answer, Answer) and answer.body is not None and answer.error is None
     charged = body.prompt_tokens_estimate() + 100  # up front: the estimate
     assert answer.headers["x-ratelimit-remaining-tokens"] == str(1000 - charged)
-    assert pipeline.limiter._tokens["team"].remaining() == 1000 - 8  # settled: the usage's 8 tokens
+    assert pipeline.limiter.limiter._tokens["team"].remaining() == 1000 - 8  # settled: the usage's 8 tokens
     assert gateway.engines.in_flight["chat"] == 0 and pipeline.recorded[0].status == 200
 
 
 async def test_an_engine_that_is_down_answers_503_and_its_charge_comes_back(pipeline, gateway):
-    pipeline.limiter = RateLimiter({"team": (0, 1000)})
+    pipeline.limiter = InProcessRateLimiter(RateLimiter({"team": (0, 1000)}))
     await gateway.stop()
     answer = await pipeline.serve(call(chat(max_tokens=100), Principal("team", "user")))
     assert answer.error is not None and answer.error.status_code == 503
-    assert pipeline.limiter._tokens["team"].remaining() == 1000
+    assert pipeline.limiter.limiter._tokens["team"].remaining() == 1000
     assert gateway.engines.in_flight["chat"] == 0 and pipeline.recorded[0].status == 503
 
 
 async def test_a_refused_rate_limit_takes_nothing_and_reaches_no_engine(pipeline, gateway):
-    pipeline.limiter = RateLimiter({"team": (1, 0)})
+    pipeline.limiter = InProcessRateLimiter(RateLimiter({"team": (1, 0)}))
     payloads = gateway.versions["chat"].supervisor.backend.payloads
     await pipeline.serve(call(chat(), Principal("team", "user")))
     reached = len(payloads)
@@ -248,3 +250,29 @@ async def test_a_pool_keeps_a_conversation_on_one_replica_and_fails_over_before_
         assert failovers == 1
     finally:
         await gateway.stop()
+
+
+async def test_gateways_sharing_redis_admit_one_keys_limit_between_them(tmp_path, redis_server):
+    """Three gateway replicas (each its own pipeline) on one real redis-server: a key limited to 6 requests a
+    minute gets 6 answers in all, however its requests are spread."""
+    key = {"id": "team", "sha256": "0" * 64, "requests_per_minute": 6}
+    settings = Settings(
+        access_log=AccessLogSettings(enabled=False), auth={"keys": [key]},
+        state={"url": redis_server.url, "timeout_s": 5.0},
+    )  # fmt: skip
+    gateways = [await started_gateway(tmp_path / f"replica-{n}.db", "chat") for n in range(3)]
+    apps = [create_app(settings, gateway) for gateway in gateways]
+    pipelines = [app.state.pipeline for app in apps]
+    try:
+        team = Principal("team", "user")
+        answers = []
+        for n in range(12):
+            try:
+                answers.append(await pipelines[n % 3].serve(Call("chat/completions", chat(), team, f"r{n}")))
+            except RateLimitError:
+                answers.append(None)
+        assert sum(answer is not None for answer in answers) == 6
+    finally:
+        for app, gateway in zip(apps, gateways, strict=True):
+            await app.state.shared.close()
+            await gateway.stop()

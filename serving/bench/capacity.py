@@ -26,12 +26,11 @@ GOODPUT_GOAL = 1.5
 
 
 def ladder(knee_users: int) -> list[dict[str, object]]:
-    """Shorter answers once the engine runs more than the knee, then shedding what is beyond 1.25x it."""
+    """Shorter answers from three quarters of the knee's concurrency in flight, shedding beyond the knee."""
     return [
-        {"action": "cap_tokens", "signal": "in_flight", "over": knee_users, "enter_s": 1, "exit_s": 3,
-         "max_tokens": CAPPED_TOKENS},
-        {"action": "shed_all", "signal": "in_flight", "over": max(knee_users + 1, round(1.25 * knee_users)),
-         "enter_s": 1, "exit_s": 3},
+        {"action": "cap_tokens", "signal": "in_flight", "over": max(1, round(0.75 * knee_users)), "enter_s": 0.5,
+         "exit_s": 3, "max_tokens": CAPPED_TOKENS},
+        {"action": "shed_all", "signal": "in_flight", "over": knee_users, "enter_s": 0.5, "exit_s": 3},
     ]  # fmt: skip
 
 
@@ -90,8 +89,8 @@ def run(ctx: BenchContext) -> SectionResult:
     )
     notes = [
         f"knee: {found.describe() if found else 'no level met the SLO; 1 user assumed'}",
-        f"ladder on: cap max_tokens {MAX_TOKENS} -> {CAPPED_TOKENS} over {knee_users} in flight, shed all over "
-        f"{ladder(knee_users)[1]['over']}; medians over {rounds} alternating rounds of {duration_s:g} s",
+        f"ladder on: cap max_tokens {MAX_TOKENS} -> {CAPPED_TOKENS} over {ladder(knee_users)[0]['over']} in flight, "
+        f"shed all over {knee_users}; medians over {rounds} alternating rounds of {duration_s:g} s",
     ]
     rows = [{"knee_users": knee_users, "offered_rate": overload, **row} for row in rows]
     return SectionResult("capacity", rows, targets, [plot], notes)

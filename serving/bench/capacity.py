@@ -36,9 +36,9 @@ def ladder(knee_users: int) -> list[dict[str, object]]:
 
 def run(ctx: BenchContext) -> SectionResult:
     model = ctx.settings.model.name
-    duration_s, max_users, rounds = (5.0, 2, 1) if ctx.quick else (30.0, 16, 2)
+    duration_s, max_users, rounds, tokens = (3.0, 2, 1, 8) if ctx.quick else (30.0, 16, 2, MAX_TOKENS)
     base = SweepConfig(
-        url=ctx.session.url(), model=model, slo=SLO, out=ctx.out / "profile", max_tokens=str(MAX_TOKENS),
+        url=ctx.session.url(), model=model, slo=SLO, out=ctx.out / "profile", max_tokens=str(tokens),
         duration_s=duration_s, max_concurrency=max_users, open_loop=False,
     )  # fmt: skip
     profiled = sweep(base, lambda point: ctx.progress.console.print(f"capacity: {point.describe()}"))

@@ -2,6 +2,8 @@
 then the same overload, Poisson arrivals at twice the knee's request rate, against two gateways in front of the
 one engine: degradation ladder off vs on, alternating rounds. Goals: goodput (requests meeting the SLO per
 second) with the ladder at least 1.5x without it; TTFT p95 of the requests it admitted within the SLO.
+(`--quick` runs the same steps against an instant echo engine: it proves the mechanics, its numbers mean
+nothing.)
 
 Open loop on purpose: real overload is more arrivals than the engine finishes, so without a ladder the queue and
 every admitted request's TTFT grow for as long as it lasts (closed-loop users would slow down with the server)."""
@@ -10,11 +12,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 from dataclasses import replace
 
 from loadtest.capacity import Point, knee
 from loadtest.sweep import SweepConfig, measure, sweep
 from serving.bench import plots
+from serving.bench.router import start_echo
 from serving.bench.section import BenchContext, SectionResult, Target
 from serving.bench.session import start_gateway, stop_gateway, wait_ready
 
@@ -37,38 +41,43 @@ def ladder(knee_users: int) -> list[dict[str, object]]:
 def run(ctx: BenchContext) -> SectionResult:
     model = ctx.settings.model.name
     duration_s, max_users, rounds, tokens = (3.0, 2, 1, 8) if ctx.quick else (30.0, 16, 2, MAX_TOKENS)
-    base = SweepConfig(
-        url=ctx.session.url(), model=model, slo=SLO, out=ctx.out / "profile", max_tokens=str(tokens),
-        duration_s=duration_s, max_concurrency=max_users, open_loop=False,
-    )  # fmt: skip
-    profiled = sweep(base, lambda point: ctx.progress.console.print(f"capacity: {point.describe()}"))
-    found = knee(profiled)
-    knee_users = found.concurrency if found else 1
-    knee_rate = found.request_rate if found else min(p.request_rate for p in profiled)
-    overload = 2 * knee_rate
-    gateways, points = {}, {"ladder off": [], "ladder on": []}
+    echo = None
+    if ctx.quick:  # a smoke run proves the mechanics against an instant echo engine, not a busy real one
+        echo, engine_url = start_echo(ctx.out)
+    else:
+        engine_url = ctx.session.raw_url
+    gateways: dict[str, tuple[subprocess.Popen, str]] = {}
+    points: dict[str, list[Point]] = {"ladder off": [], "ladder on": []}
+
+    def start(name: str, extra: dict[str, str]) -> str:
+        slug = name.replace(" ", "-")
+        env = {"SERVEKIT_ENGINE__URL": engine_url, "SERVEKIT_HOME": str(ctx.out / slug),
+               "SERVEKIT_DEGRADE_INTERVAL_S": "0.5", **extra}  # fmt: skip
+        gateways[name] = start_gateway(env, ctx.out / f"{slug}.log")
+        wait_ready(*gateways[name], ctx.out / f"{slug}.log", timeout_s=120)
+        return gateways[name][1]
+
     try:
-        for name, extra in (
-            ("ladder off", {}),
-            ("ladder on", {"SERVEKIT_DEGRADE": json.dumps({model: ladder(knee_users)})}),
-        ):
-            env = {
-                "SERVEKIT_ENGINE__URL": ctx.session.raw_url, "SERVEKIT_HOME": str(ctx.out / name.replace(" ", "-")),
-                "SERVEKIT_DEGRADE_INTERVAL_S": "0.5", **extra,
-            }  # fmt: skip
-            log = ctx.out / f"{name.replace(' ', '-')}.log"
-            gateways[name] = start_gateway(env, log)
-            wait_ready(*gateways[name], log, timeout_s=120)
+        base = SweepConfig(
+            url=start("ladder off", {}), model=model, slo=SLO, out=ctx.out / "profile", max_tokens=str(tokens),
+            duration_s=duration_s, max_concurrency=max_users, open_loop=False,
+        )  # fmt: skip
+        profiled = sweep(base, lambda point: ctx.progress.console.print(f"capacity: {point.describe()}"))
+        found = knee(profiled)
+        knee_users = found.concurrency if found else 1
+        overload = 2 * (found.request_rate if found else min(p.request_rate for p in profiled))
+        start("ladder on", {"SERVEKIT_DEGRADE": json.dumps({model: ladder(knee_users)})})
         for round_no in range(rounds):
-            order = list(points) if round_no % 2 == 0 else list(reversed(points))
-            for name in order:
-                config = replace(
-                    base, url=gateways[name][1], out=ctx.out / f"round-{round_no}-{name.replace(' ', '-')}"
-                )
-                points[name].append(measure(config, "open", 4 * knee_users, overload))
+            for name in list(points) if round_no % 2 == 0 else list(reversed(points)):
+                out = ctx.out / f"round-{round_no}-{name.replace(' ', '-')}"
+                points[name].append(measure(replace(base, url=gateways[name][1], out=out), "open", 4 * knee_users,
+                                            overload))  # fmt: skip
     finally:
         for process, _ in gateways.values():
             stop_gateway(process)
+        if echo is not None:
+            echo.terminate()
+            echo.wait()
     rows = [_row(name, measured) for name, measured in points.items()]
     off, on = rows
     ratio = on["goodput_rate"] / off["goodput_rate"] if off["goodput_rate"] else float("inf")

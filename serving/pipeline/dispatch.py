@@ -1,16 +1,15 @@
 """A request's whole life, top to bottom, in `Pipeline.serve`:
 
 authorize → input limits → choose the version (pin, route, breaker fallback) → the route's degradation steps
-(shed, cheaper version, capped max_tokens) → prompt policy → rate admission
-→ in-flight admission on one replica (copies to a shadow candidate shed first) → a copy to the shadow
-candidate, not waited for → injected fault → engine call (refused before answering: once more on another
-replica) → relay (stream) or answer → give back, settle, record (and hand the
-primary's answer to the shadow comparison).
+(shed, cheaper version, capped max_tokens) → prompt policy → rate admission → in-flight admission on one
+replica (copies to a shadow candidate shed first) → a copy to the shadow candidate, not waited for → injected
+fault → engine call (refused before answering: once more on another replica) → relay (stream) or answer → give
+back, settle, record (and hand the primary's answer to the shadow comparison).
 
 Everything a request takes (its rate-limit charge, its in-flight slot, the engine's stream) is registered in one
 `Held` as it is taken and given back in reverse order when the answer is complete, on every path: an error, a
-client that leaves, or a stream that was never started. The API layer only turns HTTP into a `Call`
-and an `Answer` into a response."""
+client that leaves, or a stream that was never started. The API layer only turns HTTP into a `Call` and an
+`Answer` into a response."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -43,3 +44,12 @@ class RecentRequests:
         """Every version's requests on `route` over the last `window_s`."""
         since = time.monotonic() - window_s
         return [s for s in self._samples if s.at >= since and s.route == route]
+
+
+def p95(values: list[float]) -> float | None:
+    """The 95th percentile of a recent window's values (None when empty, the value itself when alone)."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from serving.gateway import Gateway
+from serving.metrics.window import p95
 from serving.pipeline.degrade import Signals
+from serving.pool.scrape import requests_waiting
 from serving.versions import ServedVersion
 
-WAITING_SERIES = "vllm:num_requests_waiting"
 TTFT_WINDOW_S = 30.0
 
 
@@ -36,21 +34,11 @@ class RouteSignals:
             signals["waiting"] = sum(await asyncio.gather(*map(_waiting, bases)))
         if "ttft_p95_s" in needed:
             recent = self.gateway.metrics.recent.select_route(route, self.ttft_window_s)
-            signals["ttft_p95_s"] = _p95([s.ttft_s for s in recent if s.ttft_s is not None])
+            signals["ttft_p95_s"] = p95([s.ttft_s for s in recent if s.ttft_s is not None])
         return signals
 
 
 async def _waiting(base: ServedVersion) -> float:
-    text = await base.supervisor.backend.metrics_text()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == WAITING_SERIES
-        for sample in family.samples
-    )
-
-
-def _p95(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return values[0] if values else None
-    return statistics.quantiles(values, n=20, method="inclusive")[-1]
+    """Requests queued in the base's engines (an engine whose page lacks the series counts none)."""
+    texts = await asyncio.gather(*(replica.backend.metrics_text() for replica in base.replicas))
+    return float(sum(requests_waiting(text) or 0 for text in texts))

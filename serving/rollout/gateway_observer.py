@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
-
-from serving.metrics.window import RecentRequests, Sample
+from serving.metrics.window import RecentRequests, Sample, p95
 from serving.rollout.observation import Observation, VersionStats
 
 SERVER_ERROR = 500
-
-
-def p95(values: list[float]) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
 def version_stats(samples: list[Sample]) -> VersionStats:

@@ -109,13 +109,16 @@ def counter_totals(metrics_text: str) -> dict[str, float]:
 
 
 def read_counters(engines: list[str]) -> dict[str, dict[str, float]]:
-    """Each engine's counters; an engine without `/metrics` (the echo engine) is left out."""
+    """Each engine's counters; the echo engine has no `/metrics` but counts its generations at `/stats`."""
     found = {}
     with httpx.Client(timeout=10) as client:
         for url in engines:
             response = client.get(f"{url}/metrics")
             if response.status_code == 200:
                 found[url] = counter_totals(response.text)
+            else:
+                generations = client.get(f"{url}/stats").raise_for_status().json()["generations"]
+                found[url] = {"hits": 0.0, "queries": 0.0, "requests": float(generations)}
     return found
 
 

@@ -311,7 +311,7 @@ def targets_of(rows: list[dict[str, object]], notes: list[str]) -> list[Target]:
 
 
 def plot(out: Path, rows: list[dict[str, object]], workload: Workload) -> Path:
-    names = [str(row["target"]).replace(" cache_aware", "\ncache_aware").replace(", ", ",\n") for row in rows]
+    names = [re.sub(r"_| (?=cache_aware|\(not)|, ", "\n", str(row["target"])) for row in rows]  # narrow labels
 
     def series(*fields: str) -> dict[str, list[float]]:
         return {f.removesuffix("_ms").replace("_", " "): [float(row[f]) for row in rows] for f in fields}

@@ -128,6 +128,18 @@ def reset_prefix_caches(engines: list[str]) -> bool:
         return all(client.post(f"{url}/reset_prefix_cache").status_code == 200 for url in engines)
 
 
+def choice_reasons(gateway: str) -> dict[str, int]:
+    """A servekit gateway's replica choices by reason (`servekit_replica_choice_total`), e.g. prefix hits against
+    load fallbacks: why `prefix_affinity` sent what where."""
+    reasons: dict[str, int] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{gateway}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "servekit_replica_choice_total":
+                reason = sample.labels["reason"]
+                reasons[reason] = reasons.get(reason, 0) + round(sample.value)
+    return reasons
+
+
 def engine_urls(gateway: subprocess.Popen, count: int, timeout_s: float = 120) -> list[str]:
     """The URLs of the vLLM servers a gateway started as its managed replicas, read from their command lines
     (`/admin/engines` does not show them); waits for `count` of them to be spawned."""
@@ -272,6 +284,9 @@ def run(ctx: BenchContext) -> SectionResult:
             notes.append(f"{PEER}: {missing}")
         reference = {REFERENCE: targets.pop(REFERENCE)} if ctx.quick else {}
         measured |= measure(ctx, targets, engines, rounds, workload)
+        for policy in POLICIES:
+            reasons = ", ".join(f"{why} {count}" for why, count in sorted(choice_reasons(targets[policy]).items()))
+            notes.append(f"{policy}: replica choices by reason (warm-up included): {reasons}")
         if reference:
             measured |= measure(ctx, reference, pools[REFERENCE][1], rounds, workload)
     if not ctx.quick:  # the replicas are gone: one engine gets both cores and their KV cache

@@ -63,10 +63,18 @@ class Measured:
     turns: list[Turn] = field(default_factory=list)
     wall_s: float = 0.0
     counters: dict[str, dict[str, float]] = field(default_factory=dict)
+    rounds: list[str] = field(default_factory=list)
+    """Each round in a few figures, so a round a neighbour's burst spoiled can be told from a real difference."""
 
     def add(self, turns: list[Turn], wall_s: float, grown: dict[str, dict[str, float]]) -> None:
         self.turns += turns
         self.wall_s += wall_s
+        one = TargetSummary.of("round", [turn.result for turn in turns], wall_s)
+        hits, queries = sum(c["hits"] for c in grown.values()), sum(c["queries"] for c in grown.values())
+        self.rounds.append(
+            f"TTFT p50 {one.ttft_p50_ms:.0f} ms, {one.output_tok_s:.1f} tok/s, hit rate "
+            + (f"{hits / queries:.3f}" if queries else "n/a")
+        )
         for engine, by_name in grown.items():
             mine = self.counters.setdefault(engine, dict.fromkeys(COUNTERS, 0.0))
             for name, value in by_name.items():
@@ -88,6 +96,7 @@ class Measured:
             "itl_p50_ms": summary.itl_p50_ms,
             "output_tok_s": summary.output_tok_s,
             "prefix_hit_rate": hits / queries if queries else float("nan"),
+            "uncached_tokens_per_request": (queries - hits) / sum(served) if queries and sum(served) else float("nan"),
             "busiest_replica_share": max(served) / sum(served) if served and sum(served) else float("nan"),
         }
 
@@ -294,6 +303,7 @@ def run(ctx: BenchContext) -> SectionResult:
             single = fleet.engines(1, 2 * KV_BLOCKS, "reference")
             gateway = fleet.gateways({REFERENCE: ("round_robin", single)})
             measured |= measure(ctx, gateway, single, rounds, workload)
+    notes += [f"{name} per round: " + "; ".join(measured[name].rounds) for name in measured]
     notes.append(f"engines' KV cache (tokens, from their logs): {', '.join(kv_cache_tokens(ctx.out)) or 'n/a'}")
     rows = [measured[name].row(name) if name in measured else _missing(name) for name in (*POLICIES, PEER, REFERENCE)]
     return SectionResult("fleet", rows, targets_of(rows, notes), [plot(ctx.out, rows, workload)], notes)
@@ -304,7 +314,7 @@ def _missing(name: str) -> dict[str, object]:
     return {
         "target": f"{name} (not installed)", "requests": 0, "errors": 0, "ttft_p50_ms": nan, "ttft_p95_ms": nan,
         "ttft_p50_later_turns_ms": nan, "itl_p50_ms": nan, "output_tok_s": nan, "prefix_hit_rate": nan,
-        "busiest_replica_share": nan,
+        "uncached_tokens_per_request": nan, "busiest_replica_share": nan,
     }  # fmt: skip
 
 
@@ -340,6 +350,7 @@ def plot(out: Path, rows: list[dict[str, object]], workload: Workload) -> Path:
             ("ITL p50 ms", series("itl_p50_ms"), names),
             ("output tokens/s", series("output_tok_s"), names),
             ("prefix-cache hit rate", series("prefix_hit_rate"), names),
+            ("prompt tokens computed per request", series("uncached_tokens_per_request"), names),
             ("busiest replica's share of requests", series("busiest_replica_share"), names),
         ],
     )

@@ -61,6 +61,8 @@ def test_hit_rate_and_the_busiest_replicas_share_come_from_the_counters_growth()
     row = measured.row("x")
     assert row["prefix_hit_rate"] == pytest.approx(0.2)
     assert row["busiest_replica_share"] == pytest.approx(0.75)
+    assert row["uncached_tokens_per_request"] == pytest.approx(160 / 8)  # 200 queried, 40 hit, 8 served
+    assert len(measured.rounds) == 2 and "hit rate 0.200" in measured.rounds[0]
 
 
 @pytest.mark.timeout(400)

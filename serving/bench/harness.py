@@ -26,7 +26,9 @@ from serving.bench.section import BenchContext, SectionResult
 from serving.bench.session import ServekitSession
 from serving.settings import Settings
 
-SECTIONS = ("pool", "router", "state", "training", "gateway", "baseline", "lora", "triton", "capacity", "shadow")
+SECTIONS = (
+    "pool", "router", "state", "training", "gateway", "baseline", "lora", "triton", "capacity", "shadow", "fleet",
+)  # fmt: skip
 """`all`, in an order that starts the shared servekit as late as possible (pool, router, state and training
 need none)."""
 console = Console()

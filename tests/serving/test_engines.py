@@ -41,9 +41,10 @@ async def test_an_engine_profiled_with_servekit_capacity_is_capped_at_its_knee_u
     profiled = served_version("base")
     profiled.capacity = profile
     versions = ServedVersions()
-    assert Engines(versions, [profiled], GatewayMetrics(), None, 0.9).caps == {"base": 9}
+    engines = Engines(versions, [profiled], GatewayMetrics(), None, 0.9)
+    assert engines.caps == {"base": 9}
     assert Engines(ServedVersions(), [profiled], GatewayMetrics(), 4, 0.9).caps == {"base": 4}, "an explicit cap wins"
     unprofiled = Engines(ServedVersions(), [served_version("new")], GatewayMetrics(), None)
     assert unprofiled.caps == {"new": DEFAULT_MAX_IN_FLIGHT}
-    card = model_cards(versions, [], frozenset({"base"}), {"base": 9}).data[0]
+    card = model_cards(versions, [], engines).data[0]
     assert (card.max_in_flight, card.capacity.concurrency) == (9, 10)

@@ -122,6 +122,7 @@ class Engines:
         for task in self._maintaining:
             task.cancel()
         await asyncio.gather(*self._maintaining, return_exceptions=True)
+        await self.placement.stop()
         await asyncio.gather(*(stop_replicas(base) for base in self.bases.values()))
         await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
 

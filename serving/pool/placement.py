@@ -43,6 +43,12 @@ class AdapterPlacement:
         if not carried(pool, adapter):
             await asyncio.shield(task)
 
+    async def stop(self) -> None:
+        """Cancel the placements under way (the gateway stops)."""
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
     def wanted_on(self, pool: EnginePool, replica: Replica, adapter: str) -> bool:
         """Whether a replica coming (back) up loads `adapter`: it carried it before, or fewer than `k` others do."""
         others = sum(adapter in r.adapters for r in pool.replicas.values() if r is not replica)

@@ -12,7 +12,7 @@ from serving.backends.factory import create_backend, max_model_len, ports_needed
 from serving.backends.ports import free_port_block
 from serving.backends.supervisor import EngineSupervisor
 from serving.backends.vllm import is_cpu_build
-from serving.pool.cores import replica_core_sets, usable_cores
+from serving.pool.cores import parse_cpu_list, replica_core_sets, usable_cores
 from serving.pool.discovery import DiscoveredReplicas, DnsDiscovery
 from serving.registry.capacity import capacity_profile
 from serving.registry.store import RegisteredModel
@@ -36,6 +36,7 @@ def build_replicas(
     cores = []
     if sources.cpu_core_sets or (managed > 1 and engine == "vllm" and is_cpu_build()):
         cores = replica_core_sets(f"{key}.cpu_core_sets", managed, sources.cpu_core_sets, usable_cores())
+    check_unshared(settings, key, sources)
     for replica in range(managed):
         replica_port = port if replica == 0 else free_ports(settings, engine)
         own = _with_engine(settings, cpu_threads_bind=cores[replica]) if cores and is_cpu_build() else settings
@@ -43,6 +44,36 @@ def build_replicas(
         replicas.append(EngineSupervisor(backend, supervision, settings.warmup))
     replicas += [remote_replica(settings, name, engine, model, str(url)) for url in sources.urls]
     return replicas
+
+
+def check_unshared(settings: Settings, key: str, sources: ReplicaSources) -> None:
+    """No engine URL is a replica of two versions (an engine serves one model), and no core is named in two
+    versions' explicit `cpu_core_sets` (two engines on one core halve each other). A one-line error naming `key`."""
+    mine = _urls(sources)
+    cores = _cores(sources)
+    for other_key, other in [("engine", settings.engine), *((f"versions[{v.name}]", v) for v in settings.versions)]:
+        if other_key == key:
+            continue
+        if shared := sorted(mine & _urls(other)):
+            raise ValueError(f"{key}.urls: {shared[0]} is also a replica of `{other_key}`")
+        if overlap := sorted(cores & _cores(other)):
+            raise ValueError(f"{key}.cpu_core_sets: core {overlap[0]} is also in `{other_key}.cpu_core_sets`")
+
+
+def _cores(sources: ReplicaSources) -> set[int]:
+    """The cores named in explicit core sets (one that does not parse is reported by its own version's build)."""
+    cores: set[int] = set()
+    for text in sources.cpu_core_sets:
+        try:
+            cores.update(parse_cpu_list(text))
+        except ValueError:
+            continue
+    return cores
+
+
+def _urls(sources: ReplicaSources) -> set[str]:
+    remote = getattr(sources, "url", None)
+    return {str(url).rstrip("/") for url in [*sources.urls, *([remote] if remote is not None else [])]}
 
 
 def remote_replica(settings: Settings, name: str, engine: str, model: RegisteredModel, url: str) -> EngineSupervisor:

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from serving.backends.base import Backend
-from serving.errors import EngineUnavailableError, OverloadedError
+from serving.errors import EngineUnavailableError, ModelNotFoundError, OverloadedError
 from serving.metrics.prometheus import GatewayMetrics
 from serving.pool.discovery import follow
 from serving.pool.factory import make_policy
@@ -241,9 +241,13 @@ class Engines:
 
     async def carry(self, served: ServedVersion) -> None:
         """Before admitting a request for an adapter: have it loaded on its replicas (waits only when no ready
-        one carries it yet; one more is added in the background while its carriers are over the load bound)."""
-        if served.parent is not None:
-            await self.placement.carry(self.pools[served.engine], served.engine_model, str(served.model.path))
+        one carries it yet; one more is added in the background while its carriers are over the load bound). An
+        adapter unloaded since the request found it is not loaded again: 404, as its engine would answer."""
+        if served.parent is None:
+            return
+        if self.versions.get(served.name) is not served:
+            raise ModelNotFoundError(served.name, sorted(self.versions))
+        await self.placement.carry(self.pools[served.engine], served.engine_model, str(served.model.path))
 
     async def load_adapter(self, served: ServedVersion) -> None:
         """Serve the admitted adapter `served` on `pool.adapter_replicas` of its base's ready replicas (chosen by
@@ -262,7 +266,9 @@ class Engines:
 
     async def unload_adapter(self, served: ServedVersion) -> None:
         self.versions.remove(served.name)
-        for replica in self.pools[served.engine].replicas.values():
+        pool = self.pools[served.engine]
+        await self.placement.settled(pool, served.engine_model)  # a load under way lands before the unload
+        for replica in pool.replicas.values():
             if replica.adapters.pop(served.engine_model, None) is not None and replica.routable:
                 assert replica.supervisor is not None
                 await replica.supervisor.backend.unload_adapter(served.engine_model)

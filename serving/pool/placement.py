@@ -43,6 +43,11 @@ class AdapterPlacement:
         if not carried(pool, adapter):
             await asyncio.shield(task)
 
+    async def settled(self, pool: EnginePool, adapter: str) -> None:
+        """Wait for a placement of `adapter` under way on `pool` (before unloading it), whatever its outcome."""
+        if (task := self._running.get((pool.version, adapter))) is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     async def stop(self) -> None:
         """Cancel the placements under way (the gateway stops)."""
         for task in list(self._running.values()):

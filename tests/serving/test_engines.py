@@ -12,7 +12,7 @@ import pytest
 from serving.backends.supervisor import EngineSupervisor
 from serving.engine_views import engine_report, engine_states
 from serving.engines import DEFAULT_MAX_IN_FLIGHT, Engines
-from serving.errors import EngineUnavailableError, OverloadedError
+from serving.errors import EngineUnavailableError, ModelNotFoundError, OverloadedError
 from serving.metrics.prometheus import GatewayMetrics
 from serving.model_cards import model_cards
 from serving.pool.discovery import DiscoveredReplicas, DnsDiscovery
@@ -117,8 +117,10 @@ class Dns:
 
     def __init__(self) -> None:
         self.addresses: list[str] = []
+        self.lookups = 0
 
     async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups += 1
         if not self.addresses:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return self.addresses
@@ -138,7 +140,7 @@ def discovered(dns: Dns) -> ServedVersion:
     return ServedVersion("found", model, None, 2048, "found", discovery=found)
 
 
-async def until(condition, timeout_s: float = 5) -> None:
+async def until(condition, timeout_s: float = 60) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(0.01)
@@ -152,7 +154,7 @@ async def test_replicas_found_by_dns_join_once_warm_and_leave_when_the_name_drop
     with caplog.at_level(logging.WARNING, logger="serving.pool.discovery"):
         engines.start()
         try:
-            await asyncio.sleep(0.1)  # a few lookups that fail
+            await until(lambda: dns.lookups >= 3)  # a few lookups that fail
             assert not engines.ready(set()), "no replica yet"
             with pytest.raises(EngineUnavailableError, match="no ready replica"):
                 engines.admit(found)
@@ -172,7 +174,8 @@ async def test_replicas_found_by_dns_join_once_warm_and_leave_when_the_name_drop
             assert gone.state == "stopped" and gone not in found.replicas
             assert engines.ready(set())
             dns.addresses = []  # a lookup failing leaves the replicas as they are
-            await asyncio.sleep(0.1)
+            failing_since = dns.lookups
+            await until(lambda: dns.lookups >= failing_since + 3)
             assert list(engine_states(engines)) == ["found/10.0.0.2:8000"]
         finally:
             await engines.stop()
@@ -193,5 +196,21 @@ async def test_discovery_adds_to_managed_replicas_and_a_found_replica_loads_adap
         joined = engines.pools["base"].replicas["base/10.0.0.5:8000"]
         assert joined.supervisor.backend.adapters == ["pirate:v1"], "the second of k=2 carriers"
         assert list(engine_states(engines)) == ["base/0", "base/10.0.0.5:8000"]
+    finally:
+        await engines.stop()
+
+
+async def test_a_request_for_an_adapter_unloaded_meanwhile_is_a_404_and_loads_nothing():
+    base = served_version("base", replicas=2)
+    engines = Engines(ServedVersions(), [base], GatewayMetrics())
+    engines.start()
+    try:
+        await asyncio.gather(*(replica.wait_ready(5) for replica in base.replicas))
+        pirate = adapter_of(base, "pirate")
+        await engines.load_adapter(pirate)
+        await engines.unload_adapter(pirate)
+        with pytest.raises(ModelNotFoundError):
+            await engines.carry(pirate)  # the request resolved the name before the unload
+        assert all(not replica.backend.adapters for replica in base.replicas)
     finally:
         await engines.stop()

@@ -245,7 +245,7 @@ class Engines:
         adapter unloaded since the request found it is not loaded again: 404, as its engine would answer."""
         if served.parent is None:
             return
-        if self.versions.get(served.name) is not served:
+        if served.name not in self.versions:
             raise ModelNotFoundError(served.name, sorted(self.versions))
         await self.placement.carry(self.pools[served.engine], served.engine_model, str(served.model.path))
 

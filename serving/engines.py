@@ -29,7 +29,7 @@ from serving.metrics.prometheus import GatewayMetrics
 from serving.pool.discovery import follow
 from serving.pool.factory import make_policy
 from serving.pool.placement import AdapterPlacement, carried
-from serving.pool.policy import RequestContext
+from serving.pool.policy import Reason, RequestContext
 from serving.pool.pool import EnginePool
 from serving.pool.prefix_blocks import prefix_blocks, request_text
 from serving.pool.replica import Replica
@@ -169,6 +169,7 @@ class Engines:
             self.choices.labels(pool.policy.name, reason).inc()
         self.in_flight[engine] += 1
         self.metrics.in_flight.labels(served.model.name, served.version).inc()
+        self.metrics.replica_in_flight.labels(replica.id).inc()
         return Slot(engine, replica, pool.take(replica))
 
     def _context(
@@ -190,6 +191,7 @@ class Engines:
         if self.in_flight[engine] == 0 and (idle := self._idle.get(engine)) is not None:
             idle.set()
         self.metrics.in_flight.labels(served.model.name, served.version).dec()
+        self.metrics.replica_in_flight.labels(slot.replica.id).dec()
 
     def backend(self, served: ServedVersion, slot: Slot) -> Backend:
         """The replica admitted for the request."""
@@ -204,7 +206,7 @@ class Engines:
         if len(pool.replicas) == 1:
             return False
         pool.mark_failed(slot.replica)
-        self.choices.labels(pool.policy.name, "failover").inc()
+        self.choices.labels(pool.policy.name, str(Reason.failover)).inc()
         return pool.ready
 
     def add(self, base: ServedVersion) -> None:

@@ -49,10 +49,10 @@ def start_echo(log_dir: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the echo engine did not start")
 
 
-def sequential_latencies_ms(url: str, model: str, count: int) -> list[float]:
+def sequential_latencies_ms(url: str, model: str, count: int, headers: dict[str, str] | None = None) -> list[float]:
     body = {"model": model, "messages": [{"role": "user", "content": "echo"}], "max_tokens": 4}
     latencies = []
-    with httpx.Client(timeout=30.0) as client:
+    with httpx.Client(timeout=30.0, headers=headers) as client:
         for _ in range(count):
             started = time.perf_counter()
             client.post(f"{url}/v1/chat/completions", json=body).raise_for_status()

@@ -18,6 +18,7 @@ def access_record(stats: RequestStats) -> dict[str, object]:
         "route": stats.route,
         "model": stats.model,
         "version": stats.version,
+        "replica": stats.replica,
         "status": stats.status,
         "stream": stats.stream,
         "prompt_tokens": stats.prompt_tokens,

@@ -59,6 +59,19 @@ class GatewayMetrics:
             registry=self.registry, multiprocess_mode="livesum",
         )  # fmt: skip
 
+        self.replica_in_flight = Gauge(
+            "servekit_replica_in_flight_requests", "Requests a pool's replica serves now (`base/i`).", ("replica",),
+            registry=self.registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.replica_requests = Counter(
+            "servekit_replica_requests", "Requests by the replica that served them, and outcome.",
+            ("version", "replica", "status"), registry=self.registry,
+        )  # fmt: skip
+        self.replica_ttft = Histogram(
+            "servekit_replica_time_to_first_token_seconds", "Time to the first streamed token, by replica.",
+            ("version", "replica"), buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
         self.breaker_open = Gauge(
             "servekit_breaker_open", "1 while a version's circuit breaker is open or half-open.", ("version",),
             registry=self.registry, multiprocess_mode="livemax",
@@ -79,11 +92,15 @@ class GatewayMetrics:
         self.recent.add(stats)
         self.requests.labels(*labels, str(stats.status)).inc()
         self.duration.labels(*labels).observe(stats.duration_s)
+        if stats.replica:
+            self.replica_requests.labels(stats.version, stats.replica, str(stats.status)).inc()
         if stats.status != 200:
             return
         ttft = stats.time_to_first_token_s
         if ttft is not None:
             self.ttft.labels(*labels).observe(ttft)
+            if stats.replica:
+                self.replica_ttft.labels(stats.version, stats.replica).observe(ttft)
         if stats.inter_token_latencies:
             itl = self.itl.labels(*labels)
             for gap in stats.inter_token_latencies:

@@ -14,6 +14,8 @@ class RequestStats:
     stream: bool = False
     model: str = ""
     version: str = ""
+    replica: str = ""
+    """The pool replica that took the request (`base/i`); empty before one was chosen."""
     status: int = 200
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None

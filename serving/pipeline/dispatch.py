@@ -172,6 +172,7 @@ class Pipeline:
             payload = body.engine_payload(served.engine_model)
             slot = await self._admit(served, call.sticky_key, payload)
             held.add(functools.partial(engines.release, served, slot))
+            stats.replica = slot.replica.id
             if self.shadows.should_mirror(body.model, call.sticky_key):
                 ticket.shadowed = self._mirror(call, payload)
             await self.faults.apply(served.name)
@@ -182,6 +183,7 @@ class Pipeline:
                     raise
                 slot = engines.admit(served, call.sticky_key, payload, exclude=(slot.replica.id,))
                 held.add(functools.partial(engines.release, served, slot))
+                stats.replica = slot.replica.id
                 reply = await self._engine_call(call, engines.backend(served, slot), payload)
             if isinstance(reply, dict):
                 count_usage(stats, reply.get("usage"))

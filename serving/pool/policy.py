@@ -24,6 +24,8 @@ class Reason(StrEnum):
     no_match = "no_match"
     adapter_affinity = "adapter_affinity"
     """The request names an adapter: the choice was made among the replicas carrying it."""
+    failover = "failover"
+    """Another replica refused the request before answering: this one takes its second try."""
 
 
 @dataclass(frozen=True)

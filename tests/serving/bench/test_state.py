@@ -1,4 +1,5 @@
-"""The shared-state section on its own (quick sizes, a real redis-server): rows, target and plot."""
+"""The shared-state section on its own (quick sizes, a real redis-server, gateways on the echo engine): rows,
+target and plot."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from serving.bench.section import BenchContext
 from serving.settings import Settings
 
 
-def test_the_section_measures_both_limiters_and_plots_them(tmp_path):
+def test_the_section_measures_the_limiter_and_the_gateways_and_plots_them(tmp_path):
     ctx = BenchContext(Settings(), tmp_path, quick=True, progress=Progress(), session=None)
     result = state.run(ctx)
-    assert [row["limiter"] for row in result.rows] == ["in-process", "redis"]
-    assert all(row["n"] == 300 and 0 < row["p50_us"] <= row["p99_us"] for row in result.rows)
+    rows = {row["measure"]: row for row in result.rows}
+    assert list(rows) == ["limiter in-process", "limiter redis", "gateway embedded", "gateway redis"]
+    assert rows["limiter redis"]["n"] == 300 and rows["gateway redis"]["n"] == 60
+    assert all(0 < row["p50_us"] <= row["p99_us"] for row in result.rows)
     (target,) = result.targets
-    assert target.value == result.rows[1]["p99_us"] - result.rows[0]["p99_us"]
+    assert target.value == rows["gateway redis"]["p99_us"] - rows["gateway embedded"]["p99_us"]
     width, height = Image.open(result.plots[0]).size
     assert width > 500 and height > 300
+    assert "gateway-redis.log" in {path.name for path in tmp_path.iterdir()}

@@ -9,7 +9,14 @@ from serving.metrics.stats import RequestStats
 
 def stats() -> RequestStats:
     done = RequestStats(
-        route="chat", request_id="r-1", key_id="team-a", stream=True, model="base", version="base:v1", started=5.0
+        route="chat",
+        request_id="r-1",
+        key_id="team-a",
+        stream=True,
+        model="base",
+        version="base:v1",
+        replica="base/1",
+        started=5.0,
     )
     done.first_token_at, done.finished, done.status = 5.123456, 6.5, 200
     done.prompt_tokens, done.completion_tokens = 12, 34
@@ -32,8 +39,8 @@ def test_one_json_line_per_request_with_timings_rounded():
     (record,) = [json.loads(line) for line in lines]
     assert record == {
         "request_id": "r-1", "key_id": "team-a", "route": "chat", "model": "base", "version": "base:v1",
-        "status": 200, "stream": True, "prompt_tokens": 12, "completion_tokens": 34, "ttft_s": 0.1235,
-        "latency_s": 1.5,
+        "replica": "base/1", "status": 200, "stream": True, "prompt_tokens": 12, "completion_tokens": 34,
+        "ttft_s": 0.1235, "latency_s": 1.5,
     }  # fmt: skip
 
 

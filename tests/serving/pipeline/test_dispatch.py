@@ -248,6 +248,18 @@ async def test_a_pool_keeps_a_conversation_on_one_replica_and_fails_over_before_
             "servekit_replica_choice_total", {"policy": "prefix_affinity", "reason": "failover"}
         )
         assert failovers == 1
+        served_by = {  # the per-replica series: every turn on one replica, the retry on the other
+            replica: gateway.metrics.registry.get_sample_value(
+                "servekit_replica_requests_total", {"version": pooled.version, "replica": replica, "status": "200"}
+            )
+            for replica in ("pooled/0", "pooled/1")
+        }
+        assert served_by == {f"pooled/{busy}": 4, f"pooled/{1 - busy}": 1}
+        in_flight = [
+            gateway.metrics.registry.get_sample_value("servekit_replica_in_flight_requests", {"replica": replica})
+            for replica in ("pooled/0", "pooled/1")
+        ]
+        assert in_flight == [0, 0]
     finally:
         await gateway.stop()
 

@@ -11,7 +11,7 @@ from serving.protocol import EngineStatus
 
 
 def engine_states(engines: Engines) -> dict[str, str]:
-    return {name: str(supervisor.state) for name, _, supervisor in engines.named_replicas()}
+    return {name: str(replica.supervisor.state) for name, _, replica in engines.named_replicas() if replica.supervisor}
 
 
 def engine_report(engines: Engines) -> list[EngineStatus]:
@@ -25,16 +25,19 @@ def engine_report(engines: Engines) -> list[EngineStatus]:
             restarts=supervisor.restarts,
             on_demand=base.name not in engines.configured,
             last_error=supervisor.last_error,
+            url=getattr(supervisor.backend, "base_url", None),
+            adapters=sorted(replica.adapters),
         )
-        for name, base, supervisor in engines.named_replicas()
+        for name, base, replica in engines.named_replicas()
+        if (supervisor := replica.supervisor) is not None
     ]
 
 
 async def engine_metrics(engines: Engines) -> list[str]:
-    named = engines.named_replicas()
+    named = [(name, base, r.supervisor) for name, base, r in engines.named_replicas() if r.supervisor is not None]
     texts = await asyncio.gather(*(supervisor.backend.metrics_text() for _, _, supervisor in named))
     return [
-        text if len(base.replicas) == 1 else with_label(text, "replica", name)
+        text if name == base.name else with_label(text, "replica", name)
         for (name, base, _), text in zip(named, texts, strict=True)
     ]
 

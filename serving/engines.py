@@ -3,9 +3,12 @@
 Bases from the config are started with the gateway; on-demand ones (`serving.on_demand`) join and leave while
 it serves. Adapters ride on their base's engine and are loaded onto it again whenever it restarts.
 
-A base version may run on several replicas (`serving.replica_sets`): `admit` picks the replica that takes a
-request through the version's `EnginePool` (by load, prefix and adapter), `backend` hands it out, `failed` takes a
-replica that refused it out until a probe brings it back."""
+A base version may run on several replicas (`serving.replica_sets`, and those DNS discovery finds while it serves:
+they join under their own supervisor, so they take traffic after their warm-up, and leave when the name stops
+resolving to them). `admit` picks the replica that takes a request through the version's `EnginePool` (by load,
+prefix and adapter), `backend` hands it out, `failed` takes a replica that refused it out until a probe brings it
+back. An adapter rides on a few replicas of its base (`serving.pool.placement`), which `carry` places before its
+requests are admitted."""
 
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ from typing import Any
 from prometheus_client import Counter
 
 from serving.backends.base import Backend
-from serving.backends.supervisor import EngineSupervisor
-from serving.errors import OverloadedError
+from serving.errors import EngineUnavailableError, ModelNotFoundError, OverloadedError
 from serving.metrics.prometheus import GatewayMetrics
+from serving.pool.discovery import follow
 from serving.pool.factory import make_policy
+from serving.pool.placement import AdapterPlacement, carried
 from serving.pool.policy import Reason, RequestContext
 from serving.pool.pool import EnginePool
 from serving.pool.prefix_blocks import prefix_blocks, request_text
@@ -48,10 +52,13 @@ class Engines:
         max_in_flight: int | None = None,
         capacity_margin: float = 0.9,
         pool: PoolSettings | None = None,
+        max_loras: int = 4,
     ) -> None:
+        """`max_loras`: adapters one replica keeps loaded before it unloads its least recently used one."""
         self.versions = versions
         self.metrics = metrics
-        self.pool_settings = pool or PoolSettings()
+        self.pool_settings = s = pool or PoolSettings()
+        self.placement = AdapterPlacement(s.adapter_replicas, s.load_bound, max_loras)
         self.pools: dict[str, EnginePool] = {}
         self.choices = Counter(
             "servekit_replica_choice", "Replica choices by policy and why (prefix hit, load fallback, failover...).",
@@ -79,9 +86,35 @@ class Engines:
     def start_base(self, base: ServedVersion) -> None:
         for replica in base.replicas:
             replica.start()
-        if len(base.replicas) > 1:  # one replica needs no queue scraping nor probing: its supervisor watches it
+        loop = asyncio.get_running_loop()
+        if self.pooled(base):  # one replica needs no queue scraping nor probing: its supervisor watches it
             maintain = self.pools[base.name].maintain(self.pool_settings.probe_interval_s)
-            self._maintaining.append(asyncio.get_running_loop().create_task(maintain, name=f"pool-{base.name}"))
+            self._maintaining.append(loop.create_task(maintain, name=f"pool-{base.name}"))
+        if base.discovery is not None:
+            join, leave = functools.partial(self._join, base), functools.partial(self._leave, base)
+            following = follow(base.discovery.dns, join, leave)
+            self._maintaining.append(loop.create_task(following, name=f"discovery-{base.name}"))
+
+    def _join(self, base: ServedVersion, url: str) -> None:
+        """A replica found at `url` joins the pool; it takes traffic once its supervisor has warmed it up."""
+        assert base.discovery is not None
+        supervisor = base.discovery.supervise(url)
+        replica = Replica(_found_id(base, url), supervisor=supervisor)
+        supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base, replica))
+        self.pools[base.name].add(replica)
+        base.replicas.append(supervisor)
+        supervisor.start()
+        logger.info("pool %s: found replica %s, warming it up", base.name, url)
+
+    async def _leave(self, base: ServedVersion, url: str) -> None:
+        """The name no longer resolves to `url`: out of the pool at once (requests on it finish), then stopped."""
+        replica = self.pools[base.name].remove(_found_id(base, url))
+        assert replica.supervisor is not None and base.discovery is not None
+        base.replicas.remove(replica.supervisor)
+        logger.info(
+            "pool %s: replica %s left (%s no longer resolves to it)", base.name, url, base.discovery.dns.settings.host
+        )
+        await replica.supervisor.stop()
 
     async def stop(self) -> None:
         for idle in self._idle.values():
@@ -89,6 +122,7 @@ class Engines:
         for task in self._maintaining:
             task.cancel()
         await asyncio.gather(*self._maintaining, return_exceptions=True)
+        await self.placement.stop()
         await asyncio.gather(*(stop_replicas(base) for base in self.bases.values()))
         await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
 
@@ -97,13 +131,17 @@ class Engines:
         `routed`."""
         return all(self.pools[name].ready for name in self.bases if name in self.configured or name in routed)
 
-    def named_replicas(self) -> list[tuple[str, ServedVersion, EngineSupervisor]]:
-        """Every engine by name: a base's own name, `name/i` for each replica of a pool."""
+    def named_replicas(self) -> list[tuple[str, ServedVersion, Replica]]:
+        """Every engine by name: a base's own name, its replica's id (`name/i`, `name/host:port`) in a pool."""
         return [
-            (base.name if len(base.replicas) == 1 else f"{base.name}/{i}", base, supervisor)
+            (replica.id if self.pooled(base) else base.name, base, replica)
             for base in self.bases.values()
-            for i, supervisor in enumerate(base.replicas)
+            for replica in self.pools[base.name].replicas.values()
         ]
+
+    def pooled(self, base: ServedVersion) -> bool:
+        """Served by more than one replica, or may be (discovery): its replicas are told apart by their ids."""
+        return len(self.pools[base.name].replicas) > 1 or base.discovery is not None
 
     def admit(
         self,
@@ -117,13 +155,13 @@ class Engines:
         engine is full."""
         pool = self.pools[served.engine]
         if not pool.ready:
-            raise served.supervisor.unavailable()
+            raise self._unavailable(served)
         engine = served.engine
         if (cap := self.caps.get(engine, 0)) and self.in_flight[engine] >= cap:
             raise OverloadedError(
                 f"Engine `{engine}` is at its limit of {cap} requests in flight; retry shortly.", retry_after_s=1
             )
-        if len(pool.replicas) == 1 and not exclude:
+        if len(pool.replicas) == 1 and not exclude and served.parent is None:
             replica, reason = next(iter(pool.replicas.values())), "only"
         else:
             choice = pool.choose(self._context(served, sticky_key, payload), exclude)
@@ -172,9 +210,10 @@ class Engines:
         return pool.ready
 
     def add(self, base: ServedVersion) -> None:
-        for supervisor in base.replicas:
-            supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base, supervisor))
         replicas = [Replica(f"{base.name}/{i}", supervisor=s) for i, s in enumerate(base.replicas)]
+        for replica in replicas:
+            assert replica.supervisor is not None
+            replica.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base, replica))
         self.pools[base.name] = EnginePool(base.name, replicas, make_policy(self.pool_settings))
         self.bases[base.name] = base
         profiled = in_flight_cap(base.capacity, self.capacity_margin)
@@ -202,32 +241,58 @@ class Engines:
         finally:
             self._idle.pop(name, None)
 
+    async def carry(self, served: ServedVersion) -> None:
+        """Before admitting a request for an adapter: have it loaded on its replicas (waits only when no ready
+        one carries it yet; one more is added in the background while its carriers are over the load bound). An
+        adapter unloaded since the request found it is not loaded again: 404, as its engine would answer."""
+        if served.parent is None:
+            return
+        if served.name not in self.versions:
+            raise ModelNotFoundError(served.name, sorted(self.versions))
+        await self.placement.carry(self.pools[served.engine], served.engine_model, str(served.model.path))
+
     async def load_adapter(self, served: ServedVersion) -> None:
-        """Serve the admitted adapter `served` on its base's engines (every ready replica: a replica that starts
-        later loads it on its way up); nothing is left served on failure."""
+        """Serve the admitted adapter `served` on `pool.adapter_replicas` of its base's ready replicas (chosen by
+        load); nothing is left served on failure."""
         self.versions.add(served)
+        pool = self.pools[served.engine]
         try:
-            ready = [replica for replica in served.replicas if replica.ready]
-            if not ready:
-                raise served.supervisor.unavailable()
-            for replica in ready:
-                await replica.backend.load_adapter(served.engine_model, str(served.model.path))
+            await self.carry(served)
+            if not carried(pool, served.engine_model):
+                raise self._unavailable(served)
         except Exception:
             self.versions.remove(served.name)
             raise
-        logger.info("loaded adapter %s on %s (%d replicas)", served.name, served.parent, len(ready))
+        carriers = [r.id for r in pool.replicas.values() if served.engine_model in r.adapters]
+        logger.info("loaded adapter %s on %s (%s)", served.name, served.parent, ", ".join(carriers))
 
     async def unload_adapter(self, served: ServedVersion) -> None:
         self.versions.remove(served.name)
-        for replica in served.replicas:
-            if replica.ready:
-                await replica.backend.unload_adapter(served.engine_model)
+        pool = self.pools[served.engine]
+        await self.placement.settled(pool, served.engine_model)  # a load under way lands before the unload
+        for replica in pool.replicas.values():
+            if replica.adapters.pop(served.engine_model, None) is not None and replica.routable:
+                assert replica.supervisor is not None
+                await replica.supervisor.backend.unload_adapter(served.engine_model)
         logger.info("unloaded adapter %s", served.name)
 
-    async def _reload_adapters(self, base: ServedVersion, replica: EngineSupervisor) -> None:
-        """A (re)started engine knows no adapters: load every admitted one before traffic comes back."""
+    async def _reload_adapters(self, base: ServedVersion, replica: Replica) -> None:
+        """A (re)started engine knows no adapters: before traffic comes back it loads those it carried, and
+        those fewer than `pool.adapter_replicas` other replicas carry (a pool's first replicas at start)."""
+        pool = self.pools[base.name]
+        assert replica.supervisor is not None
         for served in self.versions.riding_on(base.name):
-            await replica.backend.load_adapter(served.engine_model, str(served.model.path))
+            name = served.engine_model
+            if self.placement.wanted_on(pool, replica, name):
+                pool.stamp(replica, name)  # claimed before the load: replicas coming up together share the work
+                await replica.supervisor.backend.load_adapter(name, str(served.model.path))
+
+    def _unavailable(self, served: ServedVersion) -> EngineUnavailableError:
+        """503 for a version none of whose replicas is ready: its engine's own reason when it has one engine."""
+        pool = self.pools[served.engine]
+        if len(pool.replicas) == 1 and served.supervisor is not None:
+            return served.supervisor.unavailable()
+        return pool.unavailable()
 
 
 @dataclass(eq=False)
@@ -238,6 +303,11 @@ class Slot:
     replica: Replica
     give_back: Callable[[], None]
     released: bool = False
+
+
+def _found_id(base: ServedVersion, url: str) -> str:
+    """A discovered replica's id: `name/10.0.0.7:8000`."""
+    return f"{base.name}/{url.partition('://')[2]}"
 
 
 async def stop_replicas(base: ServedVersion) -> None:

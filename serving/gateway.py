@@ -51,7 +51,7 @@ class Gateway:
         """Other users of versions (a shadow run's candidate): what they name is never retired."""
         self.metrics = GatewayMetrics()
         self.versions = ServedVersions()
-        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin, pool)
+        self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin, pool, lora.max_loras)
         self.on_demand = OnDemandEngines(self.engines, engine_factory, on_demand or OnDemandSettings())
         for adapter in adapters:
             self.versions.add(adapter_version(adapter, self.engines.bases.values(), lora))
@@ -97,6 +97,7 @@ class Gateway:
             lora=LoraCapacity(
                 settings.engine.max_lora_rank if settings.engine.enable_lora else 0,
                 None if lora_modules is None else frozenset(lora_modules),
+                settings.engine.max_loras,
             ),
             engine_factory=functools.partial(on_demand_engine, settings),
             on_demand=settings.on_demand,
@@ -224,7 +225,7 @@ class Gateway:
 
     def model_list(self) -> ModelList:
         """Every callable name: served versions, then routes."""
-        return model_cards(self.versions, self.router.routes.values(), self.engines.configured, self.engines.caps)
+        return model_cards(self.versions, self.router.routes.values(), self.engines)
 
 
 def _route(name: str, members: list[RouteMember]) -> Route:

@@ -1,17 +1,16 @@
-"""`/v1/models`: every callable name with what serves it."""
+"""`/v1/models`: every callable name with what serves it (a pool's replicas; an adapter's carriers)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
+from serving.engines import Engines
 from serving.protocol import ModelCard, ModelList
 from serving.router.routes import Route
-from serving.versions import ServedVersions
+from serving.versions import ServedVersion, ServedVersions
 
 
-def model_cards(
-    versions: ServedVersions, routes: Iterable[Route], configured: frozenset[str], caps: Mapping[str, int]
-) -> ModelList:
+def model_cards(versions: ServedVersions, routes: Iterable[Route], engines: Engines) -> ModelList:
     """Served versions, then routes (`engine: route`, `root` = the heaviest member's registry version, ready
     when every member is)."""
     cards = [
@@ -21,11 +20,12 @@ def model_cards(
             root=served.version,
             parent=served.parent,
             max_model_len=served.max_model_len,
-            engine=served.supervisor.backend.engine_name,
-            ready=served.supervisor.ready,
-            on_demand=served.engine not in configured,
-            max_in_flight=caps.get(served.engine) or None,
+            engine=served.engine_name,
+            ready=_ready(engines, served),
+            on_demand=served.engine not in engines.configured,
+            max_in_flight=engines.caps.get(served.engine) or None,
             capacity=served.capacity.knee if served.capacity else None,
+            replicas=_replicas(engines, served),
         )
         for served in versions.values()
     ]
@@ -39,7 +39,22 @@ def model_cards(
                 root=primary.version if primary else "",
                 max_model_len=min((m.max_model_len for m in members), default=None),
                 engine="route",
-                ready=bool(members) and all(m.supervisor.ready for m in members),
+                ready=bool(members) and all(_ready(engines, m) for m in members),
             )
         )
     return ModelList(data=cards)
+
+
+def _ready(engines: Engines, served: ServedVersion) -> bool:
+    """One ready replica of its pool (an adapter is loaded onto one on its first request if none carries it)."""
+    pool = engines.pools.get(served.engine)
+    return pool is not None and pool.ready
+
+
+def _replicas(engines: Engines, served: ServedVersion) -> list[str] | None:
+    """The ids of a pooled version's replicas (an adapter's: its carriers); None for a version on one engine."""
+    base = engines.bases.get(served.engine)
+    if base is None or not engines.pooled(base):
+        return None
+    replicas = engines.pools[served.engine].replicas.values()
+    return [r.id for r in replicas if served.parent is None or served.engine_model in r.adapters]

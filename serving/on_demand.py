@@ -65,11 +65,12 @@ class OnDemandEngines:
         logger.info("starting on-demand engine %s for %s", tag, model.tag)
         self.engines.start_base(served)
         timeout_s = self.settings.ready_timeout_s
+        engine = served.replicas[0]  # an on-demand base runs one managed engine
         try:
             with self.holding([tag]):  # not retired while it starts, whoever asked for it
-                await served.supervisor.wait_started(timeout_s)
+                await engine.wait_started(timeout_s)
         except BaseException as exc:
-            tail = _summary(served.supervisor.backend.log_tail())
+            tail = _summary(engine.backend.log_tail())
             self.engines.drop(tag)
             await stop_replicas(served)
             if isinstance(exc, EngineStartError):

@@ -233,6 +233,9 @@ class ModelCard(BaseModel):
         None, description="Requests its engine runs at once before the next is shed (None: no cap)."
     )
     capacity: CapacityKnee | None = Field(None, description="The knee of its capacity profile, if it was profiled.")
+    replicas: list[str] | None = Field(
+        None, description="The replicas serving it (a pool's, by id); for an adapter only those that carry it."
+    )
 
 
 class ModelList(BaseModel):
@@ -250,6 +253,8 @@ class EngineStatus(BaseModel):
     restarts: int
     on_demand: bool
     last_error: str | None = None
+    url: str | None = Field(None, description="Where the gateway reaches the engine.")
+    adapters: list[str] = Field(default_factory=list, description="Adapters loaded on this engine (replica).")
 
 
 class ErrorDetail(BaseModel):

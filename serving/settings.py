@@ -48,6 +48,11 @@ class DiscoverySettings(BaseModel):
     port: int = Field(8000, ge=1, le=65535)
     scheme: Literal["http", "https"] = "http"
     interval_s: float = Field(5.0, gt=0, description="How often the name is resolved again.")
+    hosts_file: Path | None = Field(
+        None,
+        description="Resolve `host` in this /etc/hosts-format file (re-read each time) instead of DNS: a fleet "
+        "list that a deploy tool rewrites.",
+    )
 
 
 class PoolSettings(BaseModel):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from serving.backends.supervisor import EngineSupervisor
 from serving.errors import InvalidRequestError, ModelNotFoundError
+from serving.pool.discovery import DiscoveredReplicas
 from serving.protocol import CapacityProfile
 from serving.registry.adapters import adapter_rank, unserved_modules
 from serving.registry.capacity import capacity_profile
@@ -29,7 +30,8 @@ class ServedVersion:
 
     name: str
     model: RegisteredModel
-    supervisor: EngineSupervisor
+    supervisor: EngineSupervisor | None
+    """Its first managed or remote engine; None when DNS discovery finds every replica."""
     max_model_len: int
     engine_model: str
     parent: str | None = None
@@ -37,11 +39,22 @@ class ServedVersion:
     capacity: CapacityProfile | None = None
     """What `servekit capacity` measured for this version (read once, when it is made servable)."""
     replicas: list[EngineSupervisor] = field(default_factory=list)
-    """Every engine that runs this version (its pool); `supervisor` is the first."""
+    """Every engine that runs this version (its pool; discovered ones join and leave); `supervisor` is the first.
+    An adapter shares its base's list."""
+    discovery: DiscoveredReplicas | None = None
+    """Where more replicas are found while it serves (a base version's `discovery` settings)."""
 
     def __post_init__(self) -> None:
-        if not self.replicas:
-            self.replicas = [self.supervisor]
+        if not self.replicas and self.supervisor is not None:
+            self.replicas.append(self.supervisor)
+
+    @property
+    def engine_name(self) -> str:
+        """The engine kind that serves it (vllm, triton)."""
+        if self.supervisor is not None:
+            return self.supervisor.backend.engine_name
+        assert self.discovery is not None, "a version without a first engine has discovered ones"
+        return self.discovery.engine
 
     @property
     def version(self) -> str:
@@ -60,6 +73,8 @@ class LoraCapacity:
     max_rank: int
     target_modules: frozenset[str] | None = None
     """None: every layer."""
+    max_loras: int = 4
+    """Adapters one engine keeps loaded (a pool's replica unloads its least recently used one beyond)."""
 
 
 class ServedVersions(Mapping[str, ServedVersion]):
@@ -147,5 +162,5 @@ def adapter_version(model: RegisteredModel, bases: Iterable[ServedVersion], lora
         )
     return ServedVersion(
         model.tag, model, base.supervisor, base.max_model_len, model.tag, parent=base.name,
-        capacity=capacity_profile(model), replicas=base.replicas,
+        capacity=capacity_profile(model), replicas=base.replicas, discovery=base.discovery,
     )  # fmt: skip

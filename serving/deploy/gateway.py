@@ -12,7 +12,6 @@ import yaml
 from serving.deploy.engines import EngineVersion
 from serving.deploy.objects import (
     CONFIG,
-    ENGINE_PORT,
     GATEWAY,
     GATEWAY_PORT,
     KEYS,
@@ -75,10 +74,10 @@ def keys_secret(settings: Settings, namespace: str) -> dict[str, Any]:
     }
 
 
-def gateway_env(base: EngineVersion, namespace: str, state_url: str, prometheus_url: str) -> list[dict[str, Any]]:
+def gateway_env(state_url: str, prometheus_url: str) -> list[dict[str, Any]]:
+    """The engines are not here: the config names them by DNS discovery of their headless Services."""
     env = {
         "SERVEKIT_CONFIG": f"{CONFIG_DIR}/{CONFIG_FILE}",
-        "SERVEKIT_ENGINE__URL": f"http://{base.host(namespace)}:{ENGINE_PORT}",
         "SERVEKIT_STATE__URL": state_url,
         # Every replica sees only its own share of traffic: rollouts judge versions by the cluster's Prometheus.
         "SERVEKIT_OBSERVE__URL": prometheus_url,
@@ -100,7 +99,7 @@ def gateway_deployment(
     container = {
         "name": "gateway",
         "image": image,
-        "env": gateway_env(engines[0], namespace, state_url, prometheus_url),
+        "env": gateway_env(state_url, prometheus_url),
         "envFrom": [{"secretRef": {"name": KEYS}}],
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         # Importing the serving stack takes a while; liveness only starts once the process answers.

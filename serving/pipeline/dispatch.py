@@ -210,6 +210,7 @@ class Pipeline:
     async def _admit(self, served: ServedVersion, sticky_key: str | None, payload: dict[str, Any]) -> Slot:
         """An in-flight slot on one of `served`'s engines; when the engine is full, copies to shadow candidates
         give theirs up first (cancelled copies release their slots at their next step)."""
+        await self.gateway.engines.carry(served)  # an adapter: on its replicas first
         try:
             return self.gateway.engines.admit(served, sticky_key, payload)
         except OverloadedError:

@@ -74,20 +74,27 @@ class EnginePool:
 
     def choose(self, ctx: RequestContext, exclude: Collection[str] = ()) -> Choice:
         """The replica for a request. `exclude` holds replicas already tried for it (failover). A request naming
-        an adapter goes to a replica carrying it when a routable one does (the caller loads it first, see
-        `serving.pool.adapters.plan_adapter`)."""
+        an adapter goes to a replica carrying it (the caller places adapters first, see
+        `serving.pool.placement`); none routable is a 503 like no replica at all."""
         candidates = [r for r in self.replicas.values() if r.routable and r.id not in exclude]
         if not candidates:
-            raise EngineUnavailableError(
-                f"model `{self.version}` has no ready replica", retry_after_s=self.retry_after_s
-            )
+            raise self.unavailable()
         if ctx.adapter is None:
             return self.policy.choose(candidates, ctx)
-        carriers = [replica for replica in candidates if ctx.adapter in replica.adapters] or candidates
+        carriers = [replica for replica in candidates if ctx.adapter in replica.adapters]
+        if not carriers:
+            raise self.unavailable(f"adapter `{ctx.adapter}` is on no ready replica")
         choice = self.policy.choose(carriers, ctx)
-        self._tick += 1
-        choice.replica.adapters[ctx.adapter] = self._tick
+        self.stamp(choice.replica, ctx.adapter)
         return Choice(choice.replica, Reason.adapter_affinity)
+
+    def stamp(self, replica: Replica, adapter: str) -> None:
+        """The adapter was just loaded on or used by the replica: the last one its LRU would unload."""
+        self._tick += 1
+        replica.adapters[adapter] = self._tick
+
+    def unavailable(self, why: str = "no ready replica") -> EngineUnavailableError:
+        return EngineUnavailableError(f"model `{self.version}`: {why}", retry_after_s=self.retry_after_s)
 
     def mark_failed(self, replica: Replica) -> None:
         """Take the replica out at once; `probe_failed` brings it back. Its cache is presumed lost."""

@@ -88,7 +88,7 @@ def test_gpu_resources_only_with_gpu():
 def test_gateway_finds_engines_and_redis_in_the_namespace():
     resources = rendered(namespace="llm")
     env = env_of(of_kind(resources, "Deployment")["servekit-gateway"])
-    assert env["SERVEKIT_ENGINE__URL"] == "http://servekit-engine-base-a.llm.svc.cluster.local:8000"
+    assert "SERVEKIT_ENGINE__URL" not in env, "engines come from discovery alone (a URL would list them twice)"
     assert env["SERVEKIT_STATE__URL"] == "redis://servekit-redis.llm.svc.cluster.local:6379/0"
     assert env["SERVEKIT_OBSERVE__URL"] == DEFAULT_PROMETHEUS_URL
     config = yaml.safe_load(of_kind(resources, "ConfigMap")["servekit-config"]["data"]["servekit.yaml"])

@@ -1,9 +1,10 @@
+import asyncio
 import logging
 import socket
 
 import pytest
 
-from serving.pool.discovery import Change, DnsDiscovery, replica_url, resolve_addresses
+from serving.pool.discovery import Change, DnsDiscovery, follow, replica_url, resolve_addresses
 from serving.pool.policies.round_robin import RoundRobin
 from serving.pool.pool import EnginePool
 from serving.pool.replica import Replica
@@ -103,3 +104,31 @@ async def test_a_replica_found_under_a_real_name_joins_a_pool_and_is_scraped() -
             assert pool.replicas[page.url].waiting == 3
         finally:
             await pool.aclose()
+
+
+async def test_a_hosts_file_is_read_again_at_every_lookup(tmp_path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# fleet\n10.0.0.1 other.test\n")
+    discovery = DnsDiscovery(DiscoverySettings(host="engines.test", port=8000, hosts_file=hosts))
+    assert await discovery.refresh() is None, "not listed: does not resolve"
+    hosts.write_text("10.0.0.1 other.test\n10.0.0.2 engines.test engines  # a replica\n10.0.0.3\tengines.test\n")
+    assert await discovery.refresh() == Change(["http://10.0.0.2:8000", "http://10.0.0.3:8000"], [])
+    hosts.unlink()
+    assert await discovery.refresh() is None, "a missing file changes nothing"
+    assert discovery.urls == {"http://10.0.0.2:8000", "http://10.0.0.3:8000"}
+
+
+async def test_follow_lets_vanished_replicas_leave_before_found_ones_join() -> None:
+    resolver = ScriptedResolver(["10.0.0.1"], ["10.0.0.2"])
+    steps: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        if not resolver.answers:
+            raise asyncio.CancelledError
+
+    async def leave(url: str) -> None:
+        steps.append(f"leave {url}")
+
+    with pytest.raises(asyncio.CancelledError):
+        await follow(DnsDiscovery(SETTINGS, resolver, sleep), lambda url: steps.append(f"join {url}"), leave)
+    assert steps == ["join http://10.0.0.1:8000", "leave http://10.0.0.1:8000", "join http://10.0.0.2:8000"]

@@ -44,9 +44,13 @@ def test_adapter_requests_go_to_carriers_and_stamp_their_use() -> None:
     assert pool.replicas["b"].adapters["pirate"] == 3
 
 
-def test_an_adapter_nobody_carries_still_gets_a_replica() -> None:
+def test_an_adapter_no_ready_replica_carries_is_a_503_not_a_replica_without_it() -> None:
     pool = pool_of("a", "b")
-    assert pool.choose(RequestContext(adapter="new")).replica.id in {"a", "b"}
+    pool.replicas["a"].adapters["pirate"] = 1
+    pool.mark_failed(pool.replicas["a"])
+    with pytest.raises(EngineUnavailableError, match="adapter `pirate` is on no ready replica") as raised:
+        pool.choose(RequestContext(adapter="pirate"))
+    assert raised.value.headers() == {"Retry-After": "5"}
 
 
 def test_duplicate_replica_ids_are_refused() -> None:

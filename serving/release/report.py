@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from loadtest.report import STYLE, png
 from serving.release.story import GATE_EVENT, Release
@@ -74,6 +75,7 @@ def training(release: Release) -> str:
             if value is not None:
                 axis.axhline(value, linestyle="--", linewidth=1, color=color, label=f"{label} {value:.3f}")
         axis.set(xlabel="optimizer step", ylabel="loss", title="training loss")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 1.2 on a two-step run
         axis.legend()
         parts.append(png(fig))
     source = evaluation or evals
@@ -181,7 +183,8 @@ def render(release: Release) -> str:
     )
     style = STYLE + (
         ".missing{color:#8a5a00;background:#fff7e0;padding:.5em 1em;border-radius:4px}"
-        "table.text td{text-align:left;overflow-wrap:anywhere;max-width:480px}"
+        "td:first-child{white-space:nowrap}table.text td{text-align:left}"
+        "table.text td:nth-child(-n+3){white-space:nowrap}table.text td:last-child{overflow-wrap:anywhere}"
     )
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"

@@ -43,7 +43,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 
 async def settle(shadower: Shadower) -> None:
-    """Until no copy is in flight and no pair is being compared (comparisons run in a worker thread)."""
+    """Until no copy is in flight and no pair waits for its comparison."""
     await asyncio.sleep(0)
     while any(run.busy for run in shadower.runs.values()):
         await asyncio.sleep(0.005)

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from serving.errors import ConflictError, InvalidRequestError, NotFoundError, OverloadedError
 from serving.router.assign import unit_hash
 from serving.settings import ShadowSettings
-from serving.shadow.answer import Answer, AnyAnswer, parsed
+from serving.shadow.answer import Answer, AnswerAccumulator, AnyAnswer, parsed
 from serving.shadow.compare import PairRecord, Tokenize, characters, compare, pair_records
 from serving.shadow.metrics import DROP_REASONS, ShadowMetrics
 from serving.shadow.results import latest_results, route_dir, write_results
@@ -42,6 +42,8 @@ SendCopy = Callable[[], Awaitable[AnyAnswer]]
 class _Pending:
     created: float
     prompt: str | None
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the primary's first chunk is out (or its answer is in): the copy is sent then."""
     primary: AnyAnswer | None = None
     candidate: AnyAnswer | None = None
 
@@ -170,9 +172,19 @@ class Shadower:
         draw = random.random() if sticky_key is None else unit_hash(sticky_key, f"shadow\x00{route}")
         return draw * 100 < run.percent
 
-    def mirror(self, route: str, request_id: str, send: SendCopy, *, prompt: str | None = None) -> bool:
+    def mirror(
+        self,
+        route: str,
+        request_id: str,
+        send: SendCopy,
+        *,
+        primary: AnswerAccumulator | None = None,
+        prompt: str | None = None,
+    ) -> bool:
         """Send a copy in the background; False when it was dropped (no run, or K copies in flight already).
-        `prompt` is kept for the side-by-side samples only when `keeps_samples`."""
+        With `primary` (where the pipeline collects the primary's answer) the copy is sent once the primary's first
+        chunk is out, so sending it never delays the client's first token; each side's TTFT and latency are timed
+        from its own start. `prompt` is kept for the side-by-side samples only when `keeps_samples`."""
         run = self.runs.get(route)
         if run is None or not run.running(time.time()):
             return False
@@ -185,8 +197,13 @@ class Shadower:
             return False
         run.mirrored += 1
         self.metrics.mirrored.labels(route, run.candidate).inc()
-        run._pending[request_id] = _Pending(time.monotonic(), prompt if self.keeps_samples else None)
-        task = asyncio.get_running_loop().create_task(self._copy(run, request_id, send), name=f"shadow-{request_id}")
+        pending = run._pending[request_id] = _Pending(time.monotonic(), prompt if self.keeps_samples else None)
+        if primary is None:
+            pending.go.set()
+        else:
+            primary.on_first = pending.go.set
+        copy = self._copy(run, request_id, send, pending.go)
+        task = asyncio.get_running_loop().create_task(copy, name=f"shadow-{request_id}")
         run._tasks[request_id] = task
         self.metrics.in_flight.labels(route, run.candidate).inc()
         return True
@@ -198,6 +215,7 @@ class Shadower:
         if run is None or pending is None:
             return
         pending.primary = answer
+        pending.go.set()  # a primary that failed before its first chunk: the copy is still compared
         self._settle(run, request_id, pending)
 
     def shed(self) -> int:
@@ -269,10 +287,12 @@ class Shadower:
         if run.report is None:
             await self._finish(run)
 
-    async def _copy(self, run: ShadowRun, request_id: str, send: SendCopy) -> None:
+    async def _copy(self, run: ShadowRun, request_id: str, send: SendCopy, go: asyncio.Event) -> None:
         started = time.monotonic()
         answer: AnyAnswer
         try:
+            await go.wait()
+            started = time.monotonic()
             answer = await asyncio.wait_for(send(), self.settings.pair_timeout_s)
         except asyncio.CancelledError:
             raise

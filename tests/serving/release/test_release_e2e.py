@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[3]
 PIRATE = ROOT / "training" / "examples" / "pirate.yaml"
 # Two optimizer steps on short sequences, a small held-out split, one sample prompt: a real adapter with its
 # manifest, loss curve and eval.json in well under a minute on a quiet 2-core CPU.
-SHORT = ["max_steps=2", "batch_size=2", "max_seq_len=48", "eval_fraction=0.02", "sample_prompts=[Where is the gold?]",
+SHORT = ["max_steps=2", "batch_size=2", "max_seq_len=48", "eval_fraction=0.02", "sample_prompts=[Where is the gold]",
          "sample_max_new_tokens=4"]  # fmt: skip
 pytestmark = pytest.mark.timeout(900)
 runner = CliRunner()

@@ -183,7 +183,7 @@ def render(release: Release) -> str:
     )
     style = STYLE + (
         ".missing{color:#8a5a00;background:#fff7e0;padding:.5em 1em;border-radius:4px}"
-        "td:first-child{white-space:nowrap}table.text td{text-align:left}"
+        "td:first-child{white-space:nowrap}table.text td,table.text th{text-align:left}"
         "table.text td:nth-child(-n+3){white-space:nowrap}table.text td:last-child{overflow-wrap:anywhere}"
     )
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

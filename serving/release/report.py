@@ -70,10 +70,14 @@ def training(release: Release) -> str:
     if history:
         fig, axis = plt.subplots(figsize=(7, 3.5))
         axis.plot([step for step, _ in history], [loss for _, loss in history], marker=".", label="train loss")
+        shown = [loss for _, loss in history]
         for label, key, color in (("eval base", "before", "#9aa5b1"), ("eval adapter", "after", "#3b7dd8")):
             value = (evaluation or {}).get(key, {}).get("eval_loss")
             if value is not None:
                 axis.axhline(value, linestyle="--", linewidth=1, color=color, label=f"{label} {value:.3f}")
+                shown.append(value)
+        pad = 0.1 * (max(shown) - min(shown) or 1)
+        axis.set_ylim(min(shown) - pad, max(shown) + pad)  # the eval lines inside the frame, not on its edge
         axis.set(xlabel="optimizer step", ylabel="loss", title="training loss")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 1.2 on a two-step run
         axis.legend()

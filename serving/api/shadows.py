@@ -39,13 +39,18 @@ def primary_tokenizers(gateway: Gateway) -> Callable[[str], Tokenize]:
             try:
                 served = gateway.versions.resolve(primary)
                 base = gateway.versions.resolve(served.parent) if served.parent else served
-                loaded[primary] = functools.partial(tokenizer_for(base.model.path).encode, add_special_tokens=False)
+                loaded[primary] = functools.partial(_encode_batch, tokenizer_for(base.model.path))
             except Exception as exc:  # any loading failure leaves the comparison possible, in a coarser unit
                 logger.warning("shadow: no tokenizer for %s (%r): agreement is measured over characters", primary, exc)
                 loaded[primary] = characters
         return loaded[primary]
 
     return tokenize_for
+
+
+def _encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """The fast tokenizer's own batch call (what `tokenizer(texts)` ends in, without its Python around it)."""
+    return [encoding.ids for encoding in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
 def shadows_of(app: FastAPI) -> Shadower:

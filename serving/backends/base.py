@@ -32,6 +32,12 @@ class ChunkStream(ABC):
     async def aclose(self) -> None:
         """Stop the stream; the engine aborts the request (this is how client disconnects propagate)."""
 
+    async def raw(self) -> AsyncIterator[bytes]:
+        """The SSE bytes in whatever pieces they came, for a reader that only keeps them (a shadow copy): no
+        per-event work. By default each payload framed again."""
+        async for data in self:
+            yield b"data: " + data + b"\n\n"
+
 
 class Backend(ABC):
     """One engine serving one model version under `served_name`."""

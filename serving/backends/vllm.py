@@ -147,6 +147,15 @@ class _VllmChunkStream(ChunkStream):
         finally:
             self._response.release()
 
+    async def raw(self) -> AsyncIterator[bytes]:
+        try:
+            async for block in self._response.content.iter_any():
+                yield block
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineUnavailableError(f"engine connection lost mid-stream: {exc!r}") from exc
+        finally:
+            self._response.release()
+
     async def aclose(self) -> None:
         self._response.close()
 

@@ -243,9 +243,10 @@ class Pipeline:
                 engines.release(candidate, slot)
 
         prompt = body.model_dump_json(include={"messages", "prompt", "input"}) if self.shadows.keeps_samples else None
-        if not self.shadows.mirror(body.model, call.request_id, send, prompt=prompt):
+        primary = AnswerAccumulator(stream=body.stream, temperature=body.temperature)
+        if not self.shadows.mirror(body.model, call.request_id, send, primary=primary, prompt=prompt):
             return None
-        return AnswerAccumulator(stream=body.stream, temperature=body.temperature)
+        return primary
 
     async def _finish(self, ticket: Ticket) -> None:
         """What every finished request updates: its rate-limit charge (settled against real usage; an error's

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from loadtest.report import STYLE, png
 from serving.release.story import GATE_EVENT, Release
@@ -69,11 +70,16 @@ def training(release: Release) -> str:
     if history:
         fig, axis = plt.subplots(figsize=(7, 3.5))
         axis.plot([step for step, _ in history], [loss for _, loss in history], marker=".", label="train loss")
+        shown = [loss for _, loss in history]
         for label, key, color in (("eval base", "before", "#9aa5b1"), ("eval adapter", "after", "#3b7dd8")):
             value = (evaluation or {}).get(key, {}).get("eval_loss")
             if value is not None:
                 axis.axhline(value, linestyle="--", linewidth=1, color=color, label=f"{label} {value:.3f}")
+                shown.append(value)
+        pad = 0.1 * (max(shown) - min(shown) or 1)
+        axis.set_ylim(min(shown) - pad, max(shown) + pad)  # the eval lines inside the frame, not on its edge
         axis.set(xlabel="optimizer step", ylabel="loss", title="training loss")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 1.2 on a two-step run
         axis.legend()
         parts.append(png(fig))
     source = evaluation or evals
@@ -181,7 +187,8 @@ def render(release: Release) -> str:
     )
     style = STYLE + (
         ".missing{color:#8a5a00;background:#fff7e0;padding:.5em 1em;border-radius:4px}"
-        "table.text td{text-align:left;overflow-wrap:anywhere;max-width:480px}"
+        "td:first-child{white-space:nowrap}table.text td,table.text th{text-align:left}"
+        "table.text td:nth-child(-n+3){white-space:nowrap}table.text td:last-child{overflow-wrap:anywhere}"
     )
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"

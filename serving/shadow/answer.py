@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,19 +71,26 @@ class AnswerAccumulator:
         self.temperature = temperature
         self.started = time.monotonic() if started is None else started
         self.first_chunk_at: float | None = None
+        self.on_first: Callable[[], None] | None = None
+        """Called with the first chunk fed (the Shadower sends the copy then)."""
         self._chunks: list[bytes] = []
         self._events: list[bytes] = []
 
     def feed(self, chunk: bytes) -> None:
         if self.first_chunk_at is None:
-            self.first_chunk_at = time.monotonic()
+            self._first()
         self._chunks.append(chunk)
 
     def feed_event(self, payload: bytes) -> None:
         """One SSE event's data (a JSON document, no `data:` framing)."""
         if self.first_chunk_at is None:
-            self.first_chunk_at = time.monotonic()
+            self._first()
         self._events.append(payload)
+
+    def _first(self) -> None:
+        self.first_chunk_at = time.monotonic()
+        if self.on_first is not None:
+            self.on_first()
 
     def answer(self, status: int, *, ttft_s: float | None = None, error: str | None = None) -> RelayedAnswer:
         """The answer so far, unparsed; `ttft_s` overrides the time to the first fed chunk (the pipeline's own)."""

@@ -26,8 +26,8 @@ async def send_copy(
         if stream:
             chunks = await backend.open_stream(endpoint, body)
             try:
-                async for data in chunks:
-                    answer.feed_event(data)
+                async for block in chunks.raw():  # bytes as they came: parsed later, off the request path
+                    answer.feed(block)
             finally:
                 await chunks.aclose()
         else:

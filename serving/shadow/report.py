@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from loadtest.report import STYLE, png
 
@@ -69,6 +70,7 @@ def plot_pairs(pairs: list[dict[str, Any]]) -> str:
     similarities = [p["similarity"] for p in pairs if p["similarity"] is not None]
     axes[2].hist(similarities, bins=np.linspace(0, 1, 21), color="#3b7dd8")
     axes[2].set(title="token similarity at temperature 0", xlabel="1 - normalized edit distance", ylabel="requests")
+    axes[2].yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5 request
     return png(fig)
 
 

@@ -21,12 +21,18 @@ from prometheus_client import CollectorRegistry
 from serving.errors import ConflictError, InvalidRequestError, NotFoundError, OverloadedError
 from serving.router.assign import unit_hash
 from serving.settings import ShadowSettings
-from serving.shadow.answer import Answer, AnyAnswer, parsed
-from serving.shadow.compare import PairRecord, Tokenize, characters, compare, pair_record
+from serving.shadow.answer import Answer, AnswerAccumulator, AnyAnswer, parsed
+from serving.shadow.compare import PairRecord, Tokenize, characters, compare, pair_records
 from serving.shadow.metrics import DROP_REASONS, ShadowMetrics
 from serving.shadow.results import latest_results, route_dir, write_results
 
 logger = logging.getLogger(__name__)
+
+COMPARE_BATCH = 8
+"""Pairs compared per turn of the event loop (one tokenizer call for them all), short enough not to hold a
+client's next chunk back for long."""
+COALESCE_S = 0.05
+"""How long settled pairs gather before a batch smaller than COMPARE_BATCH is compared."""
 
 SendCopy = Callable[[], Awaitable[AnyAnswer]]
 """Sends the copy to the candidate and returns its answer; built by the pipeline, called here in a task."""
@@ -36,6 +42,8 @@ SendCopy = Callable[[], Awaitable[AnyAnswer]]
 class _Pending:
     created: float
     prompt: str | None
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the primary's first chunk is out (or its answer is in): the copy is sent then."""
     primary: AnyAnswer | None = None
     candidate: AnyAnswer | None = None
 
@@ -60,7 +68,9 @@ class ShadowRun:
     report: str | None = None
     _pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict, repr=False)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, repr=False)
-    _comparing: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _settled: deque[tuple[str | None, AnyAnswer, AnyAnswer]] = field(default_factory=deque, repr=False)
+    """(prompt, primary's answer, candidate's answer) of pairs waiting to be compared."""
+    _comparer: asyncio.Task[None] | None = field(default=None, repr=False)
     _compared: int = 0
     _similarity_sum: float = 0.0
     _exact: int = 0
@@ -81,8 +91,8 @@ class ShadowRun:
 
     @property
     def busy(self) -> bool:
-        """Copies in flight or pairs still being compared."""
-        return bool(self._tasks or self._comparing)
+        """Copies in flight or pairs still to be compared."""
+        return bool(self._tasks or self._settled or self._comparer)
 
     def running(self, now: float) -> bool:
         return self.stopped_at is None and (self.ends_at is None or now < self.ends_at)
@@ -162,9 +172,19 @@ class Shadower:
         draw = random.random() if sticky_key is None else unit_hash(sticky_key, f"shadow\x00{route}")
         return draw * 100 < run.percent
 
-    def mirror(self, route: str, request_id: str, send: SendCopy, *, prompt: str | None = None) -> bool:
+    def mirror(
+        self,
+        route: str,
+        request_id: str,
+        send: SendCopy,
+        *,
+        primary: AnswerAccumulator | None = None,
+        prompt: str | None = None,
+    ) -> bool:
         """Send a copy in the background; False when it was dropped (no run, or K copies in flight already).
-        `prompt` is kept for the side-by-side samples only when `keeps_samples`."""
+        With `primary` (where the pipeline collects the primary's answer) the copy is sent once the primary's first
+        chunk is out, so sending it never delays the client's first token; each side's TTFT and latency are timed
+        from its own start. `prompt` is kept for the side-by-side samples only when `keeps_samples`."""
         run = self.runs.get(route)
         if run is None or not run.running(time.time()):
             return False
@@ -177,8 +197,13 @@ class Shadower:
             return False
         run.mirrored += 1
         self.metrics.mirrored.labels(route, run.candidate).inc()
-        run._pending[request_id] = _Pending(time.monotonic(), prompt if self.keeps_samples else None)
-        task = asyncio.get_running_loop().create_task(self._copy(run, request_id, send), name=f"shadow-{request_id}")
+        pending = run._pending[request_id] = _Pending(time.monotonic(), prompt if self.keeps_samples else None)
+        if primary is None:
+            pending.go.set()
+        else:
+            primary.on_first = pending.go.set
+        copy = self._copy(run, request_id, send, pending.go)
+        task = asyncio.get_running_loop().create_task(copy, name=f"shadow-{request_id}")
         run._tasks[request_id] = task
         self.metrics.in_flight.labels(route, run.candidate).inc()
         return True
@@ -190,6 +215,7 @@ class Shadower:
         if run is None or pending is None:
             return
         pending.primary = answer
+        pending.go.set()  # a primary that failed before its first chunk: the copy is still compared
         self._settle(run, request_id, pending)
 
     def shed(self) -> int:
@@ -241,7 +267,8 @@ class Shadower:
         for request_id in list(run._tasks):
             self._untrack(run, request_id, cancel=True)
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*run._comparing, return_exceptions=True)
+        if run._comparer is not None:
+            await run._comparer
         run.dropped["expired"] += len(run._pending)
         run._pending.clear()
         directory = route_dir(self.out_dir, run.route) / run.id
@@ -260,10 +287,12 @@ class Shadower:
         if run.report is None:
             await self._finish(run)
 
-    async def _copy(self, run: ShadowRun, request_id: str, send: SendCopy) -> None:
+    async def _copy(self, run: ShadowRun, request_id: str, send: SendCopy, go: asyncio.Event) -> None:
         started = time.monotonic()
         answer: AnyAnswer
         try:
+            await go.wait()
+            started = time.monotonic()
             answer = await asyncio.wait_for(send(), self.settings.pair_timeout_s)
         except asyncio.CancelledError:
             raise
@@ -283,43 +312,52 @@ class Shadower:
             self._settle(run, request_id, pending)
 
     def _settle(self, run: ShadowRun, request_id: str, pending: _Pending) -> None:
-        """Once both halves are in, compare them in a worker thread: tokenizing two outputs takes milliseconds,
-        which the event loop serving the clients must not spend."""
+        """Once both halves are in, the pair waits for the run's comparer (one task, started when none runs)."""
         if pending.primary is None or pending.candidate is None:
             return
         del run._pending[request_id]
-        task = asyncio.get_running_loop().create_task(self._compare(run, pending), name=f"shadow-compare-{request_id}")
-        run._comparing.add(task)
-        task.add_done_callback(run._comparing.discard)
+        run._settled.append((pending.prompt, pending.primary, pending.candidate))
+        if run._comparer is None:
+            loop = asyncio.get_running_loop()
+            run._comparer = loop.create_task(self._compare_settled(run), name=f"shadow-compare-{run.route}")
 
-    async def _compare(self, run: ShadowRun, pending: _Pending) -> None:
-        primary, candidate = pending.primary, pending.candidate
-        assert primary is not None and candidate is not None
+    async def _compare_settled(self, run: ShadowRun) -> None:
+        """Compares the settled pairs in the event loop, COMPARE_BATCH at a time, yielding to the requests between
+        batches. Not in a worker thread: its Python (parsing, the tokenizer's call) held the GIL that the loop then
+        waited for at each of its own system calls, which cost the primary's requests more than the comparing
+        itself (profiled; docs/performance.md)."""
         try:
-            record, texts = await asyncio.to_thread(self._pair_record, run.primary, primary, candidate)
-        except Exception:
-            logger.exception("shadow %s: comparing one pair failed", run.route)
-            return
-        run.records.append(record)
-        self.metrics.pairs.labels(run.route, run.candidate).inc()
-        if record.similarity is not None:
-            run._compared += 1
-            run._similarity_sum += record.similarity
-            run._exact += bool(record.exact)
+            while run._settled:
+                await asyncio.sleep(0 if len(run._settled) >= COMPARE_BATCH else COALESCE_S)
+                batch = [run._settled.popleft() for _ in range(min(COMPARE_BATCH, len(run._settled)))]
+                try:
+                    self._record(run, batch)
+                except Exception:
+                    logger.exception("shadow %s: comparing %d pairs failed", run.route, len(batch))
+        finally:
+            run._comparer = None
+
+    def _record(self, run: ShadowRun, batch: list[tuple[str | None, AnyAnswer, AnyAnswer]]) -> None:
+        """Parse the relayed bodies, tokenize every text in one call, and add the pairs to the run."""
+        tokenize = self.tokenize(run.primary) if self.tokenize is not None else characters
+        pairs = [(parsed(primary), parsed(candidate)) for _, primary, candidate in batch]
+        for (prompt, _, _), (primary, candidate), record in zip(
+            batch, pairs, pair_records(pairs, tokenize), strict=True
+        ):
+            run.records.append(record)
+            self.metrics.pairs.labels(run.route, run.candidate).inc()
+            if record.similarity is not None:
+                run._compared += 1
+                run._similarity_sum += record.similarity
+                run._exact += bool(record.exact)
+            if prompt is not None and len(run.samples) < self.settings.max_samples:
+                run.samples.append({
+                    "prompt": prompt, "primary": primary.text, "candidate": candidate.text,
+                    "similarity": record.similarity,
+                })  # fmt: skip
+        if run._compared:
             self.metrics.agreement.labels(run.route, run.candidate).set(run._similarity_sum / run._compared)
             self.metrics.exact_match.labels(run.route, run.candidate).set(run._exact / run._compared)
-        if pending.prompt is not None and len(run.samples) < self.settings.max_samples:
-            run.samples.append({
-                "prompt": pending.prompt, "primary": texts[0], "candidate": texts[1], "similarity": record.similarity,
-            })  # fmt: skip
-
-    def _pair_record(
-        self, primary_name: str, primary: AnyAnswer, candidate: AnyAnswer
-    ) -> tuple[PairRecord, tuple[str, str]]:
-        """Runs in a worker thread: parsing the relayed bodies, tokenizing and the edit distance."""
-        tokenize = self.tokenize(primary_name) if self.tokenize is not None else characters
-        primary, candidate = parsed(primary), parsed(candidate)
-        return pair_record(primary, candidate, tokenize), (primary.text, candidate.text)
 
     def _expire(self, run: ShadowRun) -> None:
         """Give up pairs whose other half never came (oldest first: the dict keeps creation order)."""

@@ -172,6 +172,6 @@ def test_agreement_is_measured_in_the_primarys_tokens_else_characters(tmp_path):
     versions = SimpleNamespace(resolve={"base": base, "lora": adapter, "remote": remote}.__getitem__)
     gateway = SimpleNamespace(versions=versions)
     tokenize_for = primary_tokenizers(gateway)
-    assert tokenize_for("lora")("the cat sat") == [1, 2, 3]  # an adapter primary: its base's tokenizer
+    assert tokenize_for("lora")(["the cat sat", "cat"]) == [[1, 2, 3], [2]]  # an adapter primary: its base's
     assert tokenize_for("remote") is characters
     assert tokenize_for("lora") is tokenize_for("lora")  # loaded once

@@ -111,3 +111,21 @@ def test_a_404_is_an_unknown_model_or_a_route_this_engine_does_not_serve(tmp_pat
     assert isinstance(refused, EndpointNotServedError) and refused.status_code == 404
     assert "`base` (vllm engine) does not serve /v1/embeddings" in refused.message
     assert "embedding model" in refused.message
+
+
+async def test_a_raw_stream_carries_the_same_events_in_the_pieces_they_came(tmp_path):
+    """Against the echo engine (a real HTTP server speaking vLLM's SSE): a shadow copy reads bytes, not events."""
+    from serving.bench.router import start_echo
+
+    process, url = start_echo(tmp_path)
+    backend = VllmBackend(EngineSettings(url=url), Path("/m"), "m", tmp_path / "log")
+    body = {"model": "m", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 8, "stream": True}
+    try:
+        events = [data async for data in await backend.open_stream("chat/completions", body)]
+        raw = b"".join([block async for block in (await backend.open_stream("chat/completions", body)).raw()])
+    finally:
+        await backend.aclose()
+        process.terminate()
+        process.wait()
+    framed = [line.removeprefix(b"data: ") for line in raw.split(b"\n\n") if line]
+    assert len(events) > 2 and framed == [*events, b"[DONE]"]

@@ -5,12 +5,25 @@ from __future__ import annotations
 import pytest
 
 from serving.shadow.answer import Answer
-from serving.shadow.compare import compare, pair_record, percentile, ratio, token_similarity
+from serving.shadow.compare import (
+    PairRecord,
+    Tokenize,
+    characters,
+    compare,
+    pair_records,
+    percentile,
+    ratio,
+    token_similarity,
+)
 
 
 def answer(text: str = "a b c", *, status: int = 200, ttft: float | None = 0.1, latency: float = 1.0,
            ids: list[int] | None = None, temperature: float | None = 0.0) -> Answer:  # fmt: skip
     return Answer(status, latency, ttft, text, ids, temperature)
+
+
+def pair_record(primary: Answer, candidate: Answer, tokenize: Tokenize = characters) -> PairRecord:
+    return pair_records([(primary, candidate)], tokenize)[0]
 
 
 def test_token_similarity_is_one_minus_normalized_edit_distance():
@@ -23,8 +36,22 @@ def test_token_similarity_is_one_minus_normalized_edit_distance():
 def test_token_ids_are_used_when_both_sides_have_them_else_both_texts_are_tokenized():
     by_ids = pair_record(answer("same", ids=[1, 2, 3]), answer("same", ids=[1, 2, 9]))
     assert by_ids.exact is False and by_ids.similarity == pytest.approx(2 / 3)
-    by_text = pair_record(answer("hello", ids=[1]), answer("help"), tokenize=lambda t: [ord(c) for c in t])
+    by_text = pair_record(answer("hello", ids=[1]), answer("help"))
     assert by_text.similarity == pytest.approx(3 / 5) and (by_text.primary_tokens, by_text.candidate_tokens) == (5, 4)
+
+
+def test_a_batch_tokenizes_every_distinct_text_once_in_one_call():
+    calls: list[list[str]] = []
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        calls.append(texts)
+        return characters(texts)
+
+    records = pair_records([(answer("ab"), answer("ab")), (answer("ab"), answer("abc")), (answer("x", ids=[1]),
+                            answer("y", ids=[1]))], tokenize)  # fmt: skip
+    assert calls == [["ab", "abc"]]
+    assert [r.exact for r in records] == [True, False, True]
+    assert records[1].similarity == pytest.approx(2 / 3)
 
 
 def test_agreement_is_judged_only_at_temperature_zero_when_both_answered():

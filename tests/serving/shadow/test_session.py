@@ -43,7 +43,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 
 async def settle(shadower: Shadower) -> None:
-    """Until no copy is in flight and no pair is being compared (comparisons run in a worker thread)."""
+    """Until no copy is in flight and no pair waits for its comparison."""
     await asyncio.sleep(0)
     while any(run.busy for run in shadower.runs.values()):
         await asyncio.sleep(0.005)
@@ -92,6 +92,31 @@ async def test_pairs_are_compared_whichever_side_finishes_first(shadower, regist
     assert shadower.status("chat")["dropped"]["duplicate_id"] == 1
     assert shadower.status("chat")["comparison"]["pairs"] == 2
     assert (await shadower.stop("chat"))["run"]["dropped"]["expired"] == 1  # r3's copy, cancelled by the stop
+
+
+async def test_the_copy_is_sent_once_the_primary_s_first_chunk_is_out(shadower):
+    shadower.start("chat", "old", "new", 100)
+    sent: list[str] = []
+
+    def sending(request_id: str):
+        async def send() -> Answer:
+            sent.append(request_id)
+            return ok()
+
+        return send
+
+    streamed, failed = AnswerAccumulator(True, 0.0), AnswerAccumulator(True, 0.0)
+    assert shadower.mirror("chat", "r1", sending("r1"), primary=streamed)
+    assert shadower.mirror("chat", "r2", sending("r2"), primary=failed)
+    await asyncio.sleep(0.01)
+    assert sent == [], "nothing is sent while the primary's first token is still to come"
+    streamed.feed(b'data: {"choices":[{"index":0,"delta":{"content":"the same"}}]}\n\n')
+    await asyncio.sleep(0.01)
+    assert sent == ["r1"]
+    shadower.primary_done("chat", "r2", Answer(503, 0.1, error="engine_unavailable"))  # no chunk ever came
+    shadower.primary_done("chat", "r1", streamed.answer(200))
+    await settle(shadower)
+    assert sent == ["r1", "r2"] and shadower.status("chat")["comparison"]["pairs"] == 2
 
 
 async def test_beyond_k_in_flight_copies_are_dropped_not_queued(shadower, registry):

@@ -64,7 +64,7 @@ def status(server) -> dict:
     return httpx.get(f"{server.base_url}/admin/shadows/{ROUTE}", timeout=30).json()
 
 
-def settled(server) -> dict:
+def settled(server, poll_s: float = 0.5) -> dict:
     """The run once every copy sent has been paired with its primary's answer and compared."""
     deadline = time.monotonic() + 300
     while True:
@@ -72,11 +72,12 @@ def settled(server) -> dict:
         if run["in_flight"] == 0 and run["comparison"]["pairs"] + run["candidate_errors"] >= run["mirrored"]:
             return run
         assert time.monotonic() < deadline, f"copies never settled: {run}"
-        time.sleep(0.5)
+        time.sleep(poll_s)
 
 
-def ask(server, count: int, offset: int = 0) -> list[httpx.Response]:
-    """`count` requests from distinct users at temperature 0, every other one streamed."""
+def ask(server, count: int, offset: int = 0, *, alone: bool = False) -> list[httpx.Response]:
+    """`count` requests from distinct users at temperature 0, every other one streamed. `alone`: each waits until
+    the copy of the one before has been answered, so each engine runs every request in a batch of its own."""
     answers = []
     with httpx.Client(base_url=server.base_url, timeout=300) as client:
         for n in range(offset, offset + count):
@@ -87,6 +88,8 @@ def ask(server, count: int, offset: int = 0) -> list[httpx.Response]:
             response = client.post("/v1/chat/completions", json=body)
             assert response.status_code == 200 and (not body["stream"] or "[DONE]" in response.text)
             answers.append(response)
+            if alone:
+                settled(server, poll_s=0.05)
     return answers
 
 
@@ -107,14 +110,15 @@ def test_a_twin_agrees_with_the_primary_and_gets_about_half_the_requests(server,
     candidate = run["candidate"]
     before = engine_successes(server, candidate)
     base_tag = httpx.get(f"{server.base_url}/v1/models").json()["data"][0]["root"]
-    answers = ask(server, REQUESTS)
+    answers = ask(server, REQUESTS, alone=True)
     assert {answer.headers["x-servekit-version"] for answer in answers} == {base_tag}, "the client sees the primary"
     run = settled(server)
     assert 10 <= run["mirrored"] <= 30, f"about half of {REQUESTS} users were mirrored: {run['mirrored']}"
     assert engine_successes(server, candidate) - before == run["mirrored"], "the candidate's engine got each copy"
-    # The same weights at temperature 0 agree, up to the odd token where two engines batch differently (CPU
-    # float order): measured 1.0 alone and 0.98 under CI's load.
-    assert run["candidate_errors"] == 0 and run["comparison"]["agreement"] >= 0.95
+    # The same weights at temperature 0, each request computed alone on both engines: the same tokens. (Copies that
+    # overlap on one engine only are batched differently there, which can flip a near-tie: docs/releases.md.)
+    assert run["candidate_errors"] == 0
+    assert run["comparison"]["agreement"] == 1.0 and run["comparison"]["exact_match_rate"] == 1.0
     finished = httpx.delete(f"{server.base_url}/admin/shadows/{ROUTE}", timeout=60).json()
     assert finished["report"] and finished["state"] == "finished"
     assert twin in {card["root"] for card in httpx.get(f"{server.base_url}/v1/models").json()["data"]}

@@ -7,7 +7,6 @@ cannot write over its successor: its token no longer matches, the write is refus
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Protocol
 
@@ -45,8 +44,6 @@ class Lease(Protocol):
 
     async def acquire(self) -> int | None: ...
 
-    async def keep(self) -> None: ...
-
     async def release(self) -> None: ...
 
 
@@ -58,9 +55,6 @@ class EmbeddedLease:
     async def acquire(self) -> int | None:
         return self.token
 
-    async def keep(self) -> None:
-        return None
-
     async def release(self) -> None:
         return None
 
@@ -70,7 +64,7 @@ def lease_key(settings: StateSettings, name: str) -> str:
 
 
 class RedisLease:
-    """Call `acquire()` before each controller tick (and at least every ttl/3): it takes the lease when free,
+    """Call `acquire()` at least every ttl/3 (`RolloutController.hold_lease` does): it takes the lease when free,
     renews it when held, and answers None while another replica holds it."""
 
     def __init__(
@@ -96,13 +90,6 @@ class RedisLease:
         self.health.succeeded()
         self.token = None if held is None else int(held)
         return self.token
-
-    async def keep(self) -> None:
-        """The replica's background task: take or renew the lease every third of its expiry, so a rollout
-        interval longer than the expiry does not lose it; cancel it (then `release`) on shutdown."""
-        while True:
-            await self.acquire()
-            await asyncio.sleep(self.ttl_ms / 3000)
 
     async def release(self) -> None:
         """On a clean shutdown: the next replica need not wait for the expiry."""

@@ -14,6 +14,7 @@ from serving.rollout.controller import RolloutController
 from serving.rollout.store import RolloutStore
 from serving.settings import AccessLogSettings, FaultSettings, Settings
 from serving.state import connect
+from serving.state.records import SqliteRecords
 from tests.serving.fake_engine import started_gateway
 
 SPLIT = {"members": [{"version": "chat", "weight": 70}, {"version": "new", "weight": 30}]}
@@ -29,7 +30,9 @@ async def client(request, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     gateway = await started_gateway(tmp_path / "state.db", "chat", "new")
     settings = Settings(faults=FaultSettings(enabled=request.param), access_log=AccessLogSettings(enabled=False))
     app = create_app(settings, gateway)
-    app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
+    app.state.rollouts = RolloutController(
+        gateway, None, RolloutStore(SqliteRecords(connect(tmp_path / "state.db"))), tmp_path
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:
         yield client
     await app.state.rollouts.stop()

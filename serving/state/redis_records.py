@@ -62,6 +62,10 @@ class RedisRecords:
         self._save_rollout = client.register_script(SAVE_ROLLOUT)
 
     async def _call(self, operation: str, call: Callable[[], Any]) -> Any:
+        """Refused at once while backing off after a failure (StateHealth), so no admin call or route poll waits
+        on a dead server's timeout more than once per `state.retry_s`."""
+        if not self.health.available(operation):
+            raise StateUnavailableError(f"The shared state (Redis) is unreachable: {operation} refused.")
         try:
             result = await call()
         except (RedisError, OSError) as error:

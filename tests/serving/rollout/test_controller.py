@@ -17,6 +17,7 @@ from serving.rollout.observation import Observation, VersionStats
 from serving.rollout.policy import ActionKind, Phase, RolloutConfig, RolloutState
 from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
+from serving.settings import StateSettings
 from serving.state import connect
 from serving.state.records import SqliteRecords
 from tests.serving.fake_engine import started_gateway
@@ -210,3 +211,90 @@ async def test_at_weight_100_the_canary_is_compared_with_the_primarys_last_windo
     reference = (await rollouts.status("chat")).primary_reference
     assert reference is not None and reference.stats == HEALTHY.primary
     await rollouts.stop()
+
+
+STEPS = RolloutConfig(steps=[5, 10, 20, 30, 40, 50, 75, 100], interval_s=0.3, min_requests=5, failure_threshold=2)
+"""Eight healthy decisions at 0.3 s: the first holder is still mid-way when its lease expires."""
+
+
+async def test_a_rollout_ticks_on_the_lease_holder_alone_and_another_replica_finishes_it_after_the_holder_stalls(
+    tmp_path, redis_server
+):
+    """Two replicas on one real redis-server. A rollout started through the replica without the lease is ticked
+    by the holder; the holder's renewals then stall (its loop keeps running, like a paused process that wakes
+    up): the other replica takes the lease after its expiry and finishes, the stalled one's next tick is refused
+    by the fence and stops it, and the audit holds each decision exactly once, in order."""
+    state = StateSettings(url=redis_server.url, lease_ttl_s=0.6, routes_poll_s=0.05, retry_s=0.05)
+    gateways = [await started_gateway(tmp_path / f"{n}.db", "base", "new", state=state) for n in "ab"]
+    a, b = (
+        RolloutController(
+            gw, ScriptedObserver(HEALTHY), RolloutStore(gw.router.records), tmp_path, lease=gw.shared.lease(),
+            renew_s=0.1,
+        )
+        for gw in gateways
+    )  # fmt: skip
+    try:
+        await gateways[0].set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
+        a.start_holding()
+        async with asyncio.timeout(10):
+            while a.lease.token is None or gateways[1].route("chat") is None:
+                await asyncio.sleep(0.01)
+        b.start_holding()
+        assert (await b.start("chat", "new", STEPS)).step == 0 and b.lease.token is None
+        async with asyncio.timeout(10):
+            while (await a.status("chat")).step < 1:  # ticked by the holder: B holds no lease
+                await asyncio.sleep(0.01)
+        assert not b._running("chat")
+        a._holder.cancel()  # A stops renewing; its loop goes on ticking until the fence refuses it
+        async with asyncio.timeout(20):
+            while (await b.status("chat")).phase is not Phase.promoted:
+                await asyncio.sleep(0.02)
+            while a._running("chat"):
+                await asyncio.sleep(0.02)
+        history = await b.history("chat")
+        decisions = [(e["event"], e["canary_weight"]) for e in history if e["event"] in set(ActionKind)]
+        assert decisions == [*((ActionKind.set_weight, w) for w in STEPS.steps), (ActionKind.promote, 100.0)]
+        events = [e["event"] for e in history]
+        assert events.count("resumed") == 1 and events.index("resumed") > events.index("set_weight")
+        after_resume = events[events.index("resumed") :]
+        assert "set_weight" in after_resume or "promote" in after_resume, "B made decisions after taking over"
+        assert b.lease.token is not None and b.lease.token > 1
+        for gateway in gateways:
+            async with asyncio.timeout(5):
+                while weights(gateway) != {NEW: 100}:  # the holder's route change, applied by both replicas
+                    await asyncio.sleep(0.01)
+    finally:
+        for controller_, gateway in zip((a, b), gateways, strict=True):
+            await controller_.stop()
+            await gateway.stop()
+            await gateway.shared.close()
+
+
+async def test_a_replica_without_the_lease_carries_out_commands_and_a_tick_on_a_stale_state_is_refused(
+    tmp_path, redis_server
+):
+    state = StateSettings(url=redis_server.url, lease_ttl_s=5, routes_poll_s=0.05)
+    gateways = [await started_gateway(tmp_path / f"{n}.db", "base", "new", state=state) for n in "ab"]
+    a, b = (
+        RolloutController(gw, ScriptedObserver(HEALTHY), RolloutStore(gw.router.records), tmp_path) for gw in gateways
+    )
+    try:
+        await gateways[0].set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
+        async with asyncio.timeout(10):
+            while gateways[1].route("chat") is None:
+                await asyncio.sleep(0.01)
+        started = await a.start("chat", "new", MANUAL)
+        assert (await b.pause("chat")).phase is Phase.paused  # through the other replica
+        with pytest.raises(ConflictError, match="changed meanwhile"):  # a decision taken on the state before
+            await a.store.save(started.model_copy(update={"step": 1}), started, "set_weight", {}, None)
+        assert (await a.status("chat")).phase is Phase.paused
+        assert (await b.abort("chat")).phase is Phase.rolled_back
+        async with asyncio.timeout(5):
+            while weights(gateways[0]) != {BASE: 100}:
+                await asyncio.sleep(0.01)
+        assert [e["event"] for e in await a.history("chat")] == ["started", "set_weight", "paused", "aborted"]
+    finally:
+        for controller_, gateway in zip((a, b), gateways, strict=True):
+            await controller_.stop()
+            await gateway.stop()
+            await gateway.shared.close()

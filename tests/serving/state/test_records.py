@@ -108,5 +108,11 @@ async def test_an_outage_refuses_changes_keeps_the_last_table_and_catches_up_aft
     assert applied == [{"chat": "{}"}]
 
     redis_server.start()  # without persistence: empty; a production Redis keeps its data (AOF/RDB)
-    await a.records().set_route("chat", '{"v2": 50}')
+    async with asyncio.timeout(5):
+        while True:  # refused at once until the back-off (`retry_s`) lets a call probe Redis again
+            try:
+                await a.records().set_route("chat", '{"v2": 50}')
+                break
+            except StateUnavailableError:
+                await asyncio.sleep(0.01)
     assert await watcher.poll() and applied[-1] == {"chat": '{"v2": 50}'}

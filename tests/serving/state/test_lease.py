@@ -26,6 +26,7 @@ async def test_one_holder_at_a_time_and_renewing_keeps_the_token(replicas):
     a, b = (state.lease() for state in replicas)
     token = await a.acquire()
     assert token is not None
+    assert await replicas[0].client.get(a.holder_key) == a.name  # who holds it, for operators
     assert await b.acquire() is None
     assert await a.acquire() == token  # renewal
     await a.release()

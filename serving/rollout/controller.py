@@ -78,22 +78,24 @@ class RolloutController:
 
     async def hold_lease(self) -> None:
         """Take or renew the lease every `renew_s`; pick up unfinished rollouts while holding it, stop ticking
-        while not."""
-        held = False
+        while not. `resumed` is audited once per lease term: a renewal lost to a Redis blip and taken again with
+        the same token picks the rollouts up silently."""
+        holding, term = False, None
         while True:
             token = await self.lease.acquire()
-            if token is None and held:
+            if token is None and holding:
                 logger.warning("rollout lease lost: this replica stops ticking rollouts")
                 await self._stop_loops()
+                holding = False
             try:
                 if token is not None:
-                    await self.pick_up_unfinished(resumed=not held)
-                held = token is not None
+                    await self.pick_up_unfinished(resumed=not holding and token != term)
+                    holding, term = True, token
             except StateUnavailableError:
                 pass
             except LeaseLostError:
                 await self._stop_loops()
-                held = False
+                holding = False
             await asyncio.sleep(self.renew_s)
 
     async def pick_up_unfinished(self, resumed: bool = True) -> None:

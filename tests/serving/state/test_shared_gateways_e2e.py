@@ -24,7 +24,7 @@ from serving.state.server import LocalRedis
 from serving.state.shared import SharedState
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, free_port, start_bentoml, stop, wait_for
 from tests.serving.rollout.test_rollout_e2e import kill_whole_server
-from tests.serving.rollout.traffic import Traffic, wait_for_phase
+from tests.serving.rollout.traffic import Traffic
 
 BASE = "smollm2-135m-instruct"
 R = 50
@@ -138,7 +138,7 @@ def test_a_route_changed_through_one_replica_is_applied_by_the_others_within_1s(
     body = {"model": name, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
     for url in others:
         served = httpx.post(f"{url}/v1/chat/completions", json=body, headers=bearer(ADMIN), timeout=120)
-        assert served.status_code == 200 and served.headers["x-servekit-version"] == BASE
+        assert served.status_code == 200 and served.headers["x-servekit-version"].startswith(f"{BASE}:")
 
 
 def test_a_revoked_key_is_refused_by_every_replica_within_1s(replicas):
@@ -236,7 +236,13 @@ def test_a_rollout_survives_kill_9_of_the_lease_holder_and_is_promoted_by_anothe
         kill_whole_server(replicas.processes[holder])
         traffic[holder].__exit__()
         survivor = replicas.urls[(holder + 1) % 3]
-        final = wait_for_phase(survivor, route, {"promoted", "rolled_back"}, timeout_s=180)
+        deadline = time.monotonic() + 180
+        while (final := admin(survivor, "GET", f"/rollouts/{route}").json())["phase"] not in (
+            "promoted",
+            "rolled_back",
+        ):
+            assert time.monotonic() < deadline, f"the rollout never finished after the kill: {final}"
+            time.sleep(0.5)
     finally:
         for each in traffic:
             each.__exit__()

@@ -201,6 +201,8 @@ def holder_index(replicas: Replicas) -> int:
     assert name is not None, "no replica holds the lease"
     pid = int(name.rsplit(":", 1)[1])
     for n, process in enumerate(replicas.processes):
+        if process.poll() is not None:  # a replica the test killed
+            continue
         tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
         if pid in tree:
             return n

@@ -22,7 +22,6 @@ from serving.rollout.observation import Observer
 from serving.rollout.prometheus_observer import PrometheusObserver
 from serving.rollout.store import RolloutStore
 from serving.settings import load_settings
-from serving.state import connect
 
 settings = load_settings()
 log.configure()
@@ -53,9 +52,13 @@ class Servekit:
             if settings.observe.url
             else GatewayObserver(self.gateway.metrics.recent)
         )
-        store = RolloutStore(connect(settings.state_path))
+        store = RolloutStore(self.gateway.router.records)
         reports = settings.home.resolve() / "gate-reports"
-        self.rollouts = RolloutController(self.gateway, observer, store, reports, load_test=run_gate)
+        lease = self.gateway.shared.lease() if self.gateway.shared is not None else None
+        self.rollouts = RolloutController(
+            self.gateway, observer, store, reports, load_test=run_gate, lease=lease,
+            renew_s=settings.state.lease_ttl_s / 3,
+        )  # fmt: skip
         app.state.rollouts = self.rollouts
 
     @bentoml.on_startup
@@ -63,7 +66,7 @@ class Servekit:
         """Start in the background: /health answers at once, API calls get 503 until warm-up passed."""
         self.gateway.start()
         app.state.pipeline.degrader.start()
-        self.rollouts.pick_up_unfinished()
+        self.rollouts.start_holding()
         settle_heap()
 
     @bentoml.on_shutdown

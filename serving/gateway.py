@@ -2,13 +2,16 @@
 
 Routes and rollouts reach it through `serving.rollout.route_table.RouteTable`: a route change makes its members
 servable first (adapters loaded, on-demand bases started and warm), then stores them by served name; on-demand
-engines that nothing uses any more are retired. The request path reads it through `serving.pipeline`."""
+engines that nothing uses any more are retired. With a shared state (`state.url`) a route changed through another
+replica arrives through `apply_routes` (the route watcher), its members made servable here first too. The request
+path reads it through `serving.pipeline`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from pydantic import ValidationError
@@ -21,11 +24,16 @@ from serving.on_demand import EngineFactory, OnDemandEngines
 from serving.protocol import ModelList
 from serving.registry.store import RegisteredModel
 from serving.replica_sets import free_ports, managed_engine, on_demand_engine
-from serving.router.router import Router
+from serving.router.router import Router, embedded_router
 from serving.router.routes import Route, RouteMember
 from serving.settings import OnDemandSettings, PoolSettings, Settings, VersionSettings
 from serving.state import connect
+from serving.state.records import Definition
+from serving.state.redis_records import RouteWatcher
+from serving.state.shared import SharedState
 from serving.versions import BASE_KINDS, LoraCapacity, ServedVersion, ServedVersions, adapter_version
+
+logger = logging.getLogger(__name__)
 
 
 class Gateway:
@@ -41,6 +49,7 @@ class Gateway:
         max_in_flight: int | None = 0,
         capacity_margin: float = 0.9,
         pool: PoolSettings | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         """Configured `bases` (each on an engine of its own) and `adapters` on them; route members not served
         yet (from the config or the state file) are made servable again: bases get their on-demand engine back
@@ -50,6 +59,11 @@ class Gateway:
         self.kept_by: list[Callable[[], Iterable[str]]] = []
         """Other users of versions (a shadow run's candidate): what they name is never retired."""
         self.metrics = GatewayMetrics()
+        self.shared = shared
+        """The shared state (`state.url`) the router's records live in, if any; its error counter is exported."""
+        if shared is not None:
+            self.metrics.registry.register(shared.health.errors)
+        self._watching: asyncio.Task[None] | None = None
         self.versions = ServedVersions()
         self.engines = Engines(self.versions, bases, self.metrics, max_in_flight, capacity_margin, pool, lora.max_loras)
         self.on_demand = OnDemandEngines(self.engines, engine_factory, on_demand or OnDemandSettings())
@@ -70,7 +84,8 @@ class Gateway:
         adapters: Iterable[RegisteredModel] = (),
         more_bases: Iterable[tuple[VersionSettings, RegisteredModel]] = (),
     ) -> Gateway:
-        """The configured base (`model`), more base versions on engines of their own, and adapters."""
+        """The configured base (`model`), more base versions on engines of their own, and adapters; routes in the
+        SQLite state file, or in Redis with `state.url`."""
         model_settings = settings.model
         bases = [managed_engine(settings, model_settings.name, model_settings.engine, model, None, settings.engine)]
         bases += [
@@ -90,9 +105,15 @@ class Gateway:
             for name, members in settings.routes.items()
         }
         lora_modules = settings.engine.lora_target_modules
+        shared = SharedState.open(settings.state) if settings.state.url else None
+        router = (
+            Router(shared.records(), defaults, shared.stored_routes())
+            if shared is not None
+            else embedded_router(connect(settings.state_path), defaults)
+        )
         return cls(
             bases,
-            Router(connect(settings.state_path), defaults),
+            router,
             adapters=adapters,
             lora=LoraCapacity(
                 settings.engine.max_lora_rank if settings.engine.enable_lora else 0,
@@ -104,6 +125,7 @@ class Gateway:
             max_in_flight=settings.limits.max_in_flight_per_engine,
             capacity_margin=settings.limits.capacity_margin,
             pool=settings.pool,
+            shared=shared,
         )
 
     def _restore_routed_versions(self) -> None:
@@ -127,9 +149,18 @@ class Gateway:
         return self.engines.ready(self._in_use(held=False))
 
     def start(self) -> None:
+        """Start the engines and, with a shared state, the route watcher (in the running event loop)."""
         self.engines.start()
+        if self.shared is not None:
+            watcher = RouteWatcher(self.router.records, self.apply_routes, self.shared.settings.routes_poll_s)
+            self._watching = asyncio.create_task(watcher.run(), name="route-watcher")
 
     async def stop(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+            self._watching = None
         await asyncio.gather(self.engines.stop(), self.on_demand.stop())
 
     def route(self, name: str) -> Route | None:
@@ -155,20 +186,38 @@ class Gateway:
         request to a cold engine. Members are stored by their served names, whichever name (public name or
         registry tag) they were given by."""
         async with self.holding(route.versions):
-            members = []
-            for member in route.members:
-                served = await self.prepare(member.version)
-                self.expect_traffic(served.name, route.name)
-                members.append(member.model_copy(update={"version": served.name}))
-            resolved = _route(route.name, members)
-            self.router.set(resolved)
+            resolved = await self._servable(route)
+            await self.router.set(resolved)
         return resolved
+
+    async def _servable(self, route: Route) -> Route:
+        """`route` with every member servable, named by its served name."""
+        members = []
+        for member in route.members:
+            served = await self.prepare(member.version)
+            self.expect_traffic(served.name, route.name)
+            members.append(member.model_copy(update={"version": served.name}))
+        return _route(route.name, members)
 
     async def delete_route(self, name: str) -> None:
         if name not in self.router.routes:
             raise ModelNotFoundError(name, sorted(self.router.routes))
-        self.router.delete(name)
+        await self.router.delete(name)
         self.on_demand.retire_unused(self._in_use(held=True))
+
+    async def apply_routes(self, table: dict[str, Definition]) -> None:
+        """Route by a stored table that another replica changed: changed routes' members are made servable here
+        first (a route this replica cannot serve yet keeps its old definition and is tried again at the next
+        change), then every change is applied at once."""
+        changed, deleted = self.router.changes(table)
+        adopted: list[Route] = []
+        async with self.holding([v for route in changed.values() for v in route.versions]):
+            for route in changed.values():
+                try:
+                    adopted.append(await self._servable(route))
+                except Exception:
+                    logger.exception("route %s changed by another replica cannot be served here", route.name)
+            self.router.applied(table, adopted, deleted)
 
     @contextlib.asynccontextmanager
     async def holding(self, versions: Iterable[str]) -> AsyncIterator[None]:

@@ -123,12 +123,12 @@ async def start_rollout(route: str, body: RolloutRequest, request: Request) -> R
 
 @admin_router.get("/rollouts/{route}", response_model=RolloutState)
 async def rollout_status(route: str, request: Request) -> RolloutState:
-    return rollouts_of(request).status(route)
+    return await rollouts_of(request).status(route)
 
 
 @admin_router.get("/rollouts/{route}/history")
 async def rollout_history(route: str, request: Request) -> list[dict[str, Any]]:
-    return rollouts_of(request).history(route)
+    return await rollouts_of(request).history(route)
 
 
 @admin_router.post("/rollouts/{route}/{operation}", response_model=RolloutState)

@@ -15,7 +15,6 @@ from serving.gateway import Gateway
 from serving.pipeline.dispatch import Pipeline
 from serving.settings import Settings
 from serving.shadow.session import Shadower
-from serving.state.shared import SharedState
 
 
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
@@ -47,7 +46,7 @@ def serve_gateway(app: FastAPI, gateway: Gateway) -> None:
         settings.shadow, settings.shadows_dir, gateway.metrics.registry, primary_tokenizers(gateway)
     )
     gateway.kept_by.append(app.state.shadows.candidates)
-    shared = SharedState.open(settings.state, gateway.metrics.registry) if settings.state.url else None
+    shared = gateway.shared
     app.state.shared = shared
     app.state.shared_keys = shared.key_lookup() if shared is not None else None
     app.state.pipeline = Pipeline(settings, gateway, app.state.shadows, shared, app.state.shared_keys)

@@ -7,8 +7,9 @@ cannot write over its successor: its token no longer matches, the write is refus
 
 from __future__ import annotations
 
-import asyncio
 import math
+import os
+import socket
 from typing import Protocol
 
 import redis.asyncio as redis
@@ -19,22 +20,28 @@ from serving.state.health import StateHealth
 
 OPERATION = "lease"
 
-# KEYS: lease, fence counter; ARGV: the caller's token ('' when it holds none), ttl ms. Returns the token held.
+# KEYS: lease, fence counter, holder; ARGV: the caller's token ('' when it holds none), ttl ms, the caller's name.
+# Returns the token held. The holder key names who holds it (`host:pid`), for operators and tests.
 ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current then
   if current ~= ARGV[1] then return false end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
   return tonumber(current)
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
 return token
 """
 
-# KEYS: lease; ARGV: token. Gives the lease up only if it is still this token's.
+# KEYS: lease, holder; ARGV: token. Gives the lease up only if it is still this token's.
 RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  return redis.call('DEL', KEYS[1])
+end
 return 0
 """
 
@@ -44,8 +51,6 @@ class Lease(Protocol):
     """The token to write with while held; None while another replica holds the lease."""
 
     async def acquire(self) -> int | None: ...
-
-    async def keep(self) -> None: ...
 
     async def release(self) -> None: ...
 
@@ -58,9 +63,6 @@ class EmbeddedLease:
     async def acquire(self) -> int | None:
         return self.token
 
-    async def keep(self) -> None:
-        return None
-
     async def release(self) -> None:
         return None
 
@@ -70,14 +72,15 @@ def lease_key(settings: StateSettings, name: str) -> str:
 
 
 class RedisLease:
-    """Call `acquire()` before each controller tick (and at least every ttl/3): it takes the lease when free,
+    """Call `acquire()` at least every ttl/3 (`RolloutController.hold_lease` does): it takes the lease when free,
     renews it when held, and answers None while another replica holds it."""
 
     def __init__(
         self, client: redis.Redis, settings: StateSettings, health: StateHealth, name: str = "rollouts"
     ) -> None:
         self.key = lease_key(settings, name)
-        self.fence_key = f"{self.key}:fence"
+        self.fence_key, self.holder_key = f"{self.key}:fence", f"{self.key}:holder"
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.ttl_ms = math.ceil(settings.lease_ttl_s * 1000)
         self.health = health
         self.token: int | None = None
@@ -88,7 +91,9 @@ class RedisLease:
         """The token to write with, or None. Unreachable Redis also answers None: the lease may be expiring
         and another replica taking it, so acting on would risk two controllers."""
         try:
-            held = await self._acquire(keys=[self.key, self.fence_key], args=[self._mine(), self.ttl_ms])
+            held = await self._acquire(
+                keys=[self.key, self.fence_key, self.holder_key], args=[self._mine(), self.ttl_ms, self.name]
+            )
         except (RedisError, OSError) as error:
             self.health.failed(OPERATION, error)
             self.token = None
@@ -97,18 +102,11 @@ class RedisLease:
         self.token = None if held is None else int(held)
         return self.token
 
-    async def keep(self) -> None:
-        """The replica's background task: take or renew the lease every third of its expiry, so a rollout
-        interval longer than the expiry does not lose it; cancel it (then `release`) on shutdown."""
-        while True:
-            await self.acquire()
-            await asyncio.sleep(self.ttl_ms / 3000)
-
     async def release(self) -> None:
         """On a clean shutdown: the next replica need not wait for the expiry."""
         if self.token is not None:
             try:
-                await self._release(keys=[self.key], args=[self._mine()])
+                await self._release(keys=[self.key, self.holder_key], args=[self._mine()])
             except (RedisError, OSError) as error:
                 self.health.failed(OPERATION, error)
             self.token = None

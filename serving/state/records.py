@@ -1,6 +1,10 @@
 """Routes, rollout states and the audit log behind one small interface, kept in the SQLite file (one gateway) or
-in Redis (`serving.state.redis_records`, every replica). Rollout writes carry the controller's lease token
-(`serving.state.lease`), so a replica that lost the lease cannot write a decision after its successor did."""
+in Redis (`serving.state.redis_records`, every replica).
+
+A rollout's state changes together with its audit entry, and only if the state is still the one the writer read
+(compare-and-set): two writers (the lease holder's tick and an admin command on another replica) can never both
+record a decision on the same state, and no state change goes unaudited. The controller's own decisions also
+carry its lease token (`serving.state.lease`), so a replica that lost the lease cannot write after its successor."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import json
 import sqlite3
 import time
 from typing import Any, Protocol
+
+from serving.errors import ConflictError
 
 Definition = str
 """A route or rollout state as its pydantic model's JSON (the stores never parse it)."""
@@ -30,17 +36,31 @@ class StateRecords(Protocol):
         """Route -> rollout state."""
         ...
 
-    async def save_rollout(self, route: str, state: Definition, token: int) -> None:
-        """Raise LeaseLostError when `token` is not the current lease holder's."""
+    async def save_rollout(
+        self,
+        route: str,
+        state: Definition,
+        expected: Definition | None,
+        event: str,
+        detail: dict[str, Any],
+        token: int | None,
+    ) -> None:
+        """Store `state` and append `event` to the route's audit log, both or neither, if the stored state is still
+        `expected` (None: none stored), else raise `stale()`. `token`: the lease token of a controller's own
+        decision (LeaseLostError when it is no longer the holder's); None for an admin's command."""
         ...
 
-    async def audit(self, route: str, event: str, detail: dict[str, Any], token: int) -> None:
-        """Append to the route's audit log; fenced like save_rollout."""
+    async def audit(self, route: str, event: str, detail: dict[str, Any], token: int | None) -> None:
+        """Append to the route's audit log; fenced like save_rollout when `token` is given."""
         ...
 
     async def history(self, route: str) -> list[dict[str, Any]]:
         """The audit log in order: `{"at", "event", **detail}` per entry."""
         ...
+
+
+def stale(route: str) -> ConflictError:
+    return ConflictError(f"The rollout on `{route}` changed meanwhile (another command or replica); retry.")
 
 
 class SqliteRecords:
@@ -50,8 +70,12 @@ class SqliteRecords:
         self._db = connection
         self._changes = 0
 
-    async def routes(self) -> dict[str, Definition]:
+    def stored_routes(self) -> dict[str, Definition]:
+        """What a starting gateway routes by (read before any event loop runs)."""
         return dict(self._db.execute("SELECT name, definition FROM routes").fetchall())
+
+    async def routes(self) -> dict[str, Definition]:
+        return self.stored_routes()
 
     async def routes_version(self) -> str:
         return str(self._changes)
@@ -70,12 +94,35 @@ class SqliteRecords:
     async def rollouts(self) -> dict[str, Definition]:
         return dict(self._db.execute("SELECT route, state FROM rollouts").fetchall())
 
-    async def save_rollout(self, route: str, state: Definition, token: int) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO rollouts (route, state, updated_at) VALUES (?, ?, ?)", (route, state, time.time())
-        )
+    async def save_rollout(
+        self,
+        route: str,
+        state: Definition,
+        expected: Definition | None,
+        event: str,
+        detail: dict[str, Any],
+        token: int | None,
+    ) -> None:
+        """No await between the check and the writes: atomic within the one process that owns the file."""
+        row = self._db.execute("SELECT state FROM rollouts WHERE route = ?", (route,)).fetchone()
+        if (row[0] if row else None) != expected:
+            raise stale(route)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO rollouts (route, state, updated_at) VALUES (?, ?, ?)",
+                (route, state, time.time()),
+            )
+            self._insert_audit(route, event, detail)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
-    async def audit(self, route: str, event: str, detail: dict[str, Any], token: int) -> None:
+    async def audit(self, route: str, event: str, detail: dict[str, Any], token: int | None) -> None:
+        self._insert_audit(route, event, detail)
+
+    def _insert_audit(self, route: str, event: str, detail: dict[str, Any]) -> None:
         self._db.execute(
             "INSERT INTO audit (at, route, event, detail) VALUES (?, ?, ?, ?)",
             (time.time(), route, event, json.dumps(detail, default=str)),

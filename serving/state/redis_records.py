@@ -1,8 +1,9 @@
 """`StateRecords` in Redis: every replica reads and writes the same routes, rollout states and audit log.
 
 A route change sets a new version in the same transaction, so a replica that polls it every
-`state.routes_poll_s` (`RouteWatcher`) routes by the new table within that delay. Rollout writes are fenced by
-the controller's lease token. A write while Redis is unreachable is refused with 503
+`state.routes_poll_s` (`RouteWatcher`) routes by the new table within that delay. A rollout's state and its
+audit entry are written by one script: compared with what the writer read, fenced by the lease token when the
+writer is the controller. A write while Redis is unreachable is refused with 503
 `state_unavailable`: a change that only one replica would see is worse than none."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -22,14 +23,29 @@ from serving.errors import LeaseLostError, StateUnavailableError
 from serving.settings import StateSettings
 from serving.state.health import StateHealth
 from serving.state.lease import lease_key
-from serving.state.records import Definition, StateRecords
+from serving.state.records import Definition, StateRecords, stale
 
 logger = logging.getLogger("servekit.state")
 
-# KEYS: lease, target; ARGV: token, field ('' appends to a list), value. 0: the token is not the holder's.
-FENCED_WRITE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then redis.call('RPUSH', KEYS[2], ARGV[3]) else redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end
+# KEYS: lease, audit list; ARGV: token ('' unfenced), entry. 0: the token is not the holder's.
+AUDIT = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: lease, rollouts hash, audit list; ARGV: token ('' unfenced), route, '1' when a state is expected, the
+# expected state, the new state, the audit entry. 0: the token is not the holder's; -1: the state changed.
+SAVE_ROLLOUT = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local current = redis.call('HGET', KEYS[2], ARGV[2])
+if ARGV[3] == '1' then
+  if current ~= ARGV[4] then return -1 end
+elseif current then
+  return -1
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[5])
+redis.call('RPUSH', KEYS[3], ARGV[6])
 return 1
 """
 
@@ -42,9 +58,14 @@ class RedisRecords:
         self.routes_key, self.version_key = f"{prefix}:routes", f"{prefix}:routes:version"
         self.rollouts_key, self.audit_prefix = f"{prefix}:rollouts", f"{prefix}:audit:"
         self.lease = lease_key(settings, "rollouts")
-        self._fenced = client.register_script(FENCED_WRITE)
+        self._audit = client.register_script(AUDIT)
+        self._save_rollout = client.register_script(SAVE_ROLLOUT)
 
     async def _call(self, operation: str, call: Callable[[], Any]) -> Any:
+        """Refused at once while backing off after a failure (StateHealth), so no admin call or route poll waits
+        on a dead server's timeout more than once per `state.retry_s`."""
+        if not self.health.available(operation):
+            raise StateUnavailableError(f"The shared state (Redis) is unreachable: {operation} refused.")
         try:
             result = await call()
         except (RedisError, OSError) as error:
@@ -81,30 +102,51 @@ class RedisRecords:
     async def rollouts(self) -> dict[str, Definition]:
         return await self._call("rollouts", lambda: self.client.hgetall(self.rollouts_key))
 
-    async def _write_fenced(self, target: str, field: str, value: str, token: int) -> None:
-        written = await self._call(
-            "rollouts", lambda: self._fenced(keys=[self.lease, target], args=[token, field, value])
-        )
-        if not written:
-            raise LeaseLostError(f"Rollout lease token {token} is no longer the holder's: the write was refused.")
+    async def save_rollout(
+        self,
+        route: str,
+        state: Definition,
+        expected: Definition | None,
+        event: str,
+        detail: dict[str, Any],
+        token: int | None,
+    ) -> None:
+        args = [_token(token), route, "0" if expected is None else "1", expected or "", state, _entry(event, detail)]
+        keys = [self.lease, self.rollouts_key, self.audit_prefix + route]
+        written = await self._call("rollouts", lambda: self._save_rollout(keys=keys, args=args))
+        if written == -1:
+            raise stale(route)
+        _check_fence(written, token)
 
-    async def save_rollout(self, route: str, state: Definition, token: int) -> None:
-        await self._write_fenced(self.rollouts_key, route, state, token)
-
-    async def audit(self, route: str, event: str, detail: dict[str, Any], token: int) -> None:
-        entry = json.dumps({"at": time.time(), "event": event, **detail}, default=str)
-        await self._write_fenced(self.audit_prefix + route, "", entry, token)
+    async def audit(self, route: str, event: str, detail: dict[str, Any], token: int | None) -> None:
+        keys, args = [self.lease, self.audit_prefix + route], [_token(token), _entry(event, detail)]
+        _check_fence(await self._call("rollouts", lambda: self._audit(keys=keys, args=args)), token)
 
     async def history(self, route: str) -> list[dict[str, Any]]:
         entries = await self._call("rollouts", lambda: self.client.lrange(self.audit_prefix + route, 0, -1))
         return [json.loads(entry) for entry in entries]
 
 
+def _token(token: int | None) -> str:
+    return "" if token is None else str(token)
+
+
+def _entry(event: str, detail: dict[str, Any]) -> str:
+    return json.dumps({"at": time.time(), "event": event, **detail}, default=str)
+
+
+def _check_fence(written: int, token: int | None) -> None:
+    if not written:
+        raise LeaseLostError(f"Rollout lease token {token} is no longer the holder's: the write was refused.")
+
+
 class RouteWatcher:
     """Keeps one replica's route table in step with the shared one: `apply(table)` runs whenever the version
     moved. While Redis is unreachable the replica keeps routing by the last table it applied."""
 
-    def __init__(self, records: StateRecords, apply: Callable[[dict[str, Definition]], None], poll_s: float) -> None:
+    def __init__(
+        self, records: StateRecords, apply: Callable[[dict[str, Definition]], Awaitable[None]], poll_s: float
+    ) -> None:
         self.records = records
         self.apply = apply
         self.poll_s = poll_s
@@ -119,12 +161,15 @@ class RouteWatcher:
             table = await self.records.routes()
         except StateUnavailableError:
             return False
-        self.apply(table)
+        await self.apply(table)
         self.version = version
         return True
 
     async def run(self) -> None:
-        """The replica's background task (cancel it on shutdown)."""
+        """The replica's background task (cancel it on shutdown); a table that fails to apply is tried again."""
         while True:
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception:
+                logger.exception("applying the shared route table failed; retrying")
             await asyncio.sleep(self.poll_s)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as redis
+import redis
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from serving.settings import StateSettings
@@ -13,6 +14,7 @@ from serving.state.client import redis_client
 from serving.state.health import StateHealth
 from serving.state.lease import RedisLease
 from serving.state.limits import Limits
+from serving.state.records import Definition
 from serving.state.redis_keys import KeyLookup, SharedKeyStore
 from serving.state.redis_limits import SharedRateLimiter
 from serving.state.redis_records import RedisRecords
@@ -21,7 +23,7 @@ from serving.state.redis_records import RedisRecords
 @dataclass
 class SharedState:
     settings: StateSettings
-    client: redis.Redis
+    client: aioredis.Redis
     health: StateHealth
 
     @classmethod
@@ -41,6 +43,20 @@ class SharedState:
 
     def records(self) -> RedisRecords:
         return RedisRecords(self.client, self.settings, self.health)
+
+    def stored_routes(self) -> dict[str, Definition]:
+        """The shared route table for a gateway being built (before its event loop runs); empty while Redis is
+        unreachable: its route watcher applies the table once Redis answers."""
+        client = redis.Redis.from_url(
+            str(self.settings.url), socket_timeout=self.settings.timeout_s, decode_responses=True
+        )
+        try:
+            return client.hgetall(self.records().routes_key)
+        except (redis.RedisError, OSError) as error:
+            self.health.failed("routes", error)
+            return {}
+        finally:
+            client.close()
 
     def lease(self, name: str = "rollouts") -> RedisLease:
         return RedisLease(self.client, self.settings, self.health, name)

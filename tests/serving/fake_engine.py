@@ -14,9 +14,10 @@ from serving.backends.supervisor import EngineSupervisor
 from serving.errors import EngineUnavailableError
 from serving.gateway import Gateway
 from serving.registry.store import RegisteredModel
-from serving.router.router import Router
-from serving.settings import EngineSettings, WarmupSettings
+from serving.router.router import Router, embedded_router
+from serving.settings import EngineSettings, StateSettings, WarmupSettings
 from serving.state import connect
+from serving.state.shared import SharedState
 from serving.versions import LoraCapacity, ServedVersion
 
 FAST = EngineSettings(health_interval_s=0.01, restart_backoff_s=0.01, startup_timeout_s=5)
@@ -124,10 +125,15 @@ def served_version(
     return ServedVersion(name, model, engines[0], 2048, name, replicas=engines)
 
 
-async def started_gateway(state_path: Path, *names: str, max_in_flight: int = 0) -> Gateway:
-    """A gateway serving `names` (each from `name:v1`) on fake engines, every one warm."""
+async def started_gateway(
+    state_path: Path, *names: str, max_in_flight: int = 0, state: StateSettings | None = None
+) -> Gateway:
+    """A gateway serving `names` (each from `name:v1`) on fake engines, every one warm; its routes in the SQLite
+    file at `state_path`, or in the shared state `state` (a replica)."""
     versions = [served_version(name) for name in names]
-    gateway = Gateway(versions, Router(connect(state_path), {}), lora=LoraCapacity(16), max_in_flight=max_in_flight)
+    shared = SharedState.open(state) if state is not None else None
+    router = Router(shared.records(), {}, {}) if shared is not None else embedded_router(connect(state_path), {})
+    gateway = Gateway(versions, router, lora=LoraCapacity(16), max_in_flight=max_in_flight, shared=shared)
     gateway.start()
     for version in versions:
         await version.supervisor.wait_ready(5)

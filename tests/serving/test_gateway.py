@@ -4,13 +4,15 @@ test_on_demand.py; the real engine: the e2e tests)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from serving.errors import InvalidRequestError
+from serving.errors import InvalidRequestError, StateUnavailableError
 from serving.gateway import Gateway
 from serving.router.routes import Route, RouteMember
+from serving.settings import StateSettings
 from tests.serving.fake_engine import started_gateway
 
 
@@ -42,3 +44,48 @@ async def test_a_version_named_by_its_public_name_or_its_registry_tag_is_one_ver
     with pytest.raises(InvalidRequestError, match="appears twice"):
         await gateway.set_route(twice)
     assert gateway.router.routes["chat"].versions == ["new"], "a refused change leaves the route as it was"
+
+
+async def test_replicas_on_one_redis_route_by_the_same_table_and_keep_theirs_while_it_is_down(tmp_path, redis_server):
+    """A route changed through one replica is applied by the other (its members made servable there first); while
+    Redis is down a change is refused on every replica rather than applied on one, and each keeps routing by the
+    table it had; once Redis is back changes are shared again, without a restart."""
+    state = StateSettings(url=redis_server.url, routes_poll_s=0.05, retry_s=0.05)
+    a, b = [await started_gateway(tmp_path / f"{n}.db", "base", "new", state=state) for n in "ab"]
+
+    async def applied_by_b(route: Route) -> None:
+        async with asyncio.timeout(5):
+            while b.route(route.name) != route:
+                await asyncio.sleep(0.01)
+
+    try:
+        await applied_by_b(await a.set_route(Route(name="chat", members=[RouteMember(version="new:v1", weight=100)])))
+        assert b.route("chat").versions == ["new"]
+        await b.delete_route("chat")
+        async with asyncio.timeout(5):
+            while a.route("chat") is not None:
+                await asyncio.sleep(0.01)
+        kept = await a.set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
+        await applied_by_b(kept)
+
+        redis_server.stop()
+        with pytest.raises(StateUnavailableError):
+            await a.set_route(Route(name="chat", members=[RouteMember(version="new", weight=100)]))
+        async with asyncio.timeout(5):  # B's route watcher meets the outage: counted, and B keeps its table
+            while 'servekit_state_errors_total{operation="routes"}' not in b.metrics.render([]).decode():
+                await asyncio.sleep(0.01)
+        assert a.route("chat") == b.route("chat") == kept
+
+        redis_server.start()  # without persistence: empty (a production Redis keeps its data)
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    moved = await a.set_route(Route(name="chat", members=[RouteMember(version="new", weight=100)]))
+                    break
+                except StateUnavailableError:  # refused at once until the back-off lets a call probe again
+                    await asyncio.sleep(0.01)
+        await applied_by_b(moved)
+    finally:
+        for gateway in (a, b):
+            await gateway.stop()
+            await gateway.shared.close()

@@ -5,6 +5,7 @@ failed request."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app as cli
 from serving.registry.store import import_directory
-from serving.router.router import Router
+from serving.router.router import embedded_router
 from serving.router.routes import Route, RouteMember
 from serving.state import connect
 from tests.conftest import GATEWAY_UP_TIMEOUT_S, base_copy, start_bentoml, stop, wait_for
@@ -227,7 +228,7 @@ def test_after_a_restart_a_stored_route_starts_its_on_demand_engine_again(server
     engine back at start-up, and /ready waits for it (the route sends it traffic)."""
     home = artifacts_dir / "ondemand-restart"
     canary = Route(name=ROUTE, members=[RouteMember(version=BASE, weight=90), RouteMember(version=blue, weight=10)])
-    Router(connect(home.resolve() / "state.db"), {}).set(canary)
+    asyncio.run(embedded_router(connect(home.resolve() / "state.db"), {}).set(canary))
     with extra_gateway(server, home, artifacts_dir / "ondemand-restart.log") as gateway:
         card = cards(gateway)[blue]
         assert (card["ready"], card["on_demand"]) == (True, True), "/ready turned green before the routed engine"

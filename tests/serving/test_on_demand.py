@@ -18,10 +18,11 @@ from serving.replica_sets import on_demand_engine
 from serving.rollout.controller import RolloutController
 from serving.rollout.policy import RolloutConfig
 from serving.rollout.store import RolloutStore
-from serving.router.router import Router
+from serving.router.router import embedded_router
 from serving.router.routes import Route, RouteMember
 from serving.settings import OnDemandSettings, Settings, WarmupSettings
 from serving.state import connect
+from serving.state.records import SqliteRecords
 from serving.versions import LoraCapacity, ServedVersion
 from tests.serving.fake_engine import FAST, FakeEngine
 
@@ -66,7 +67,7 @@ async def make_gateway(tmp_path: Path, engines: Engines, ready_timeout_s: float 
     healthy.set()
     base = FakeEngine("base", healthy)
     served = ServedVersion("base", REGISTRY["base:v1"], EngineSupervisor(base, FAST, WarmupSettings()), 2048, "base")
-    router = Router(connect(tmp_path / "state.db"), {})
+    router = embedded_router(connect(tmp_path / "state.db"), {})
     gateway = Gateway(
         [served], router, lora=LoraCapacity(16), engine_factory=engines,
         on_demand=OnDemandSettings(ready_timeout_s=ready_timeout_s),
@@ -210,7 +211,7 @@ async def test_an_unknown_version_is_a_404_and_starts_nothing(tmp_path):
 
 def test_after_a_restart_a_stored_route_brings_its_on_demand_base_back_on_a_port_of_its_own(tmp_path):
     settings = Settings(home=tmp_path)
-    Router(connect(settings.state_path), {}).set(route("chat", base=90, new_v2=5, lora_a=5))
+    asyncio.run(embedded_router(connect(settings.state_path), {}).set(route("chat", base=90, new_v2=5, lora_a=5)))
     gateway = Gateway.from_settings(settings, REGISTRY["base:v1"])
     restored = gateway.engines.bases["new:v2"]
     assert restored.name not in gateway.engines.configured
@@ -240,7 +241,7 @@ async def test_a_rollout_to_a_base_canary_starts_it_and_promotion_or_abort_retir
     engines = Engines()
     engines.healthy.set()
     gateway = await make_gateway(tmp_path, engines)
-    store = RolloutStore(connect(tmp_path / "state.db"))
+    store = RolloutStore(SqliteRecords(connect(tmp_path / "state.db")))
     rollouts = RolloutController(gateway, observer=None, store=store, reports_dir=tmp_path)
     slow = RolloutConfig(steps=[10, 100], interval_s=3600)
 

@@ -21,6 +21,7 @@ from serving.rollout.gateway_observer import GatewayObserver
 from serving.rollout.store import RolloutStore
 from serving.settings import Settings
 from serving.state import connect
+from serving.state.records import SqliteRecords
 from tests.serving.fake_engine import started_gateway
 
 T = TypeVar("T")
@@ -36,7 +37,7 @@ def threaded_stack(
     async def startup() -> None:
         gateway = await started_gateway(tmp_path / "state.db", *names)
         serve_gateway(app, gateway)
-        store = RolloutStore(connect(tmp_path / "state.db"))
+        store = RolloutStore(SqliteRecords(connect(tmp_path / "state.db")))
         app.state.rollouts = RolloutController(gateway, GatewayObserver(gateway.metrics.recent), store, tmp_path)
         app.state.loop = asyncio.get_running_loop()
         if ready is not None:

@@ -10,10 +10,12 @@ import httpx
 import pytest
 
 from serving.api.app import create_app
+from serving.api.auth import key_digest
 from serving.rollout.controller import RolloutController
 from serving.rollout.store import RolloutStore
 from serving.settings import AccessLogSettings, FaultSettings, Settings
 from serving.state import connect
+from serving.state.records import SqliteRecords
 from tests.serving.fake_engine import started_gateway
 
 SPLIT = {"members": [{"version": "chat", "weight": 70}, {"version": "new", "weight": 30}]}
@@ -29,7 +31,9 @@ async def client(request, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     gateway = await started_gateway(tmp_path / "state.db", "chat", "new")
     settings = Settings(faults=FaultSettings(enabled=request.param), access_log=AccessLogSettings(enabled=False))
     app = create_app(settings, gateway)
-    app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
+    app.state.rollouts = RolloutController(
+        gateway, None, RolloutStore(SqliteRecords(connect(tmp_path / "state.db"))), tmp_path
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:
         yield client
     await app.state.rollouts.stop()
@@ -86,3 +90,43 @@ async def test_faults_are_injected_only_when_enabled(client, request):
         assert "injected fault" in answer.json()["error"]["message"]
         assert (await client.delete("/admin/faults/new")).json() == {"cleared": "new"}
         assert (await client.post("/v1/chat/completions", json=chat("new", "u"))).status_code == 200
+
+
+async def test_with_redis_down_admin_changes_are_refused_with_503_state_unavailable_and_requests_still_served(
+    tmp_path, redis_server
+):
+    admin = {"id": "ops", "sha256": key_digest("sk-ops"), "role": "admin"}
+    settings = Settings(
+        access_log=AccessLogSettings(enabled=False), auth={"keys": [admin]},
+        state={"url": redis_server.url, "retry_s": 0.05},
+    )  # fmt: skip
+    gateway = await started_gateway(tmp_path / "state.db", "chat", "new", state=settings.state)
+    app = create_app(settings, gateway)
+    app.state.rollouts = RolloutController(
+        gateway, None, RolloutStore(gateway.router.records), tmp_path, lease=gateway.shared.lease()
+    )
+    try:
+        transport, headers = httpx.ASGITransport(app=app), {"authorization": "Bearer sk-ops"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://servekit", headers=headers) as client:
+            assert (await client.put("/admin/routes/ab", json=SPLIT)).status_code == 200
+            redis_server.stop()
+            refused = [
+                await client.put("/admin/routes/ab", json={"members": [{"version": "new", "weight": 100}]}),
+                await client.delete("/admin/routes/ab"),
+                await client.post("/admin/rollouts/ab", json=SLOW_ROLLOUT),
+                await client.post("/admin/rollouts/ab/abort"),
+            ]
+            for answer in refused:
+                assert answer.status_code == 503
+                error = answer.json()["error"]
+                assert (error["type"], error["code"]) == ("service_unavailable", "state_unavailable")
+                assert set(error) == {"message", "type", "param", "code"}
+            assert [member["weight"] for member in (await client.get("/admin/routes")).json()[0]["members"]] == [
+                70,
+                30,
+            ]
+            assert (await client.post("/v1/chat/completions", json=chat("ab", "u"))).status_code == 200
+    finally:
+        await app.state.rollouts.stop()
+        await gateway.stop()
+        await gateway.shared.close()

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.api.app import create_app
 from serving.gateway import Gateway
-from serving.router.router import Router
+from serving.router.router import embedded_router
 from serving.settings import AccessLogSettings, Settings
 from serving.state import connect
 from tests.serving.fake_engine import ROLE_CHUNK, TOKEN_CHUNK, served_version
@@ -29,7 +29,7 @@ async def engine_up() -> asyncio.Event:
 @pytest.fixture
 async def client(tmp_path: Path, engine_up: asyncio.Event) -> AsyncIterator[httpx.AsyncClient]:
     served = served_version("chat", engine_up, version="v7")
-    gateway = Gateway([served], Router(connect(tmp_path / "state.db"), {}))
+    gateway = Gateway([served], embedded_router(connect(tmp_path / "state.db"), {}))
     gateway.start()
     transport = httpx.ASGITransport(app=create_app(Settings(access_log=AccessLogSettings(enabled=False)), gateway))
     async with httpx.AsyncClient(transport=transport, base_url="http://servekit") as client:

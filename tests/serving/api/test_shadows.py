@@ -21,6 +21,7 @@ from serving.settings import AccessLogSettings, ApiKey, AuthSettings, Settings, 
 from serving.shadow.answer import Answer
 from serving.shadow.compare import characters
 from serving.state import connect
+from serving.state.records import SqliteRecords
 from tests.serving.fake_engine import started_gateway
 
 ADMIN_KEY, USER_KEY = "sk-admin", "sk-user"
@@ -43,7 +44,9 @@ async def stack(tmp_path: Path, auth: bool = False) -> AsyncIterator[tuple[httpx
     gateway = await started_gateway(tmp_path / "state.db", "chat", "new")
     await gateway.set_route(Route(name="ab", members=[RouteMember(version="chat", weight=100)]))
     app = create_app(settings(tmp_path, auth), gateway)
-    app.state.rollouts = RolloutController(gateway, None, RolloutStore(connect(tmp_path / "state.db")), tmp_path)
+    app.state.rollouts = RolloutController(
+        gateway, None, RolloutStore(SqliteRecords(connect(tmp_path / "state.db"))), tmp_path
+    )
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servekit") as client:
             yield client, app

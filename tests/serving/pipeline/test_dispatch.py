@@ -22,7 +22,7 @@ from serving.pipeline.limiter import InProcessRateLimiter
 from serving.pipeline.principal import ANONYMOUS, Principal
 from serving.pipeline.ratelimit import RateLimiter
 from serving.protocol import ChatCompletionRequest, ResponsesRequest
-from serving.router.router import Router
+from serving.router.router import embedded_router
 from serving.router.routes import Route, RouteMember
 from serving.settings import AccessLogSettings, PoolSettings, Settings, ShadowSettings
 from serving.shadow.session import Shadower
@@ -220,7 +220,7 @@ async def test_a_candidate_that_is_down_never_touches_the_clients_answer(pipelin
 
 async def test_a_pool_keeps_a_conversation_on_one_replica_and_fails_over_before_the_first_byte(tmp_path):
     pooled = served_version("pooled", replicas=2)
-    gateway = Gateway([pooled], Router(connect(tmp_path / "p.db"), {}), pool=PoolSettings(block_chars=16))
+    gateway = Gateway([pooled], embedded_router(connect(tmp_path / "p.db"), {}), pool=PoolSettings(block_chars=16))
     gateway.start()
     for replica in pooled.replicas:
         await replica.wait_ready(5)
@@ -272,7 +272,7 @@ async def test_gateways_sharing_redis_admit_one_keys_limit_between_them(tmp_path
         access_log=AccessLogSettings(enabled=False), auth={"keys": [key]},
         state={"url": redis_server.url, "timeout_s": 5.0},
     )  # fmt: skip
-    gateways = [await started_gateway(tmp_path / f"replica-{n}.db", "chat") for n in range(3)]
+    gateways = [await started_gateway(tmp_path / f"replica-{n}.db", "chat", state=settings.state) for n in range(3)]
     apps = [create_app(settings, gateway) for gateway in gateways]
     pipelines = [app.state.pipeline for app in apps]
     try:

@@ -17,7 +17,9 @@ from serving.rollout.observation import Observation, VersionStats
 from serving.rollout.policy import ActionKind, Phase, RolloutConfig, RolloutState
 from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
+from serving.settings import StateSettings
 from serving.state import connect
+from serving.state.records import SqliteRecords
 from tests.serving.fake_engine import started_gateway
 
 HEALTHY = Observation(VersionStats(100, 0, 0.2, 1.0), VersionStats(100, 0, 0.2, 1.0), window_s=60)
@@ -48,7 +50,7 @@ async def gateway(tmp_path) -> AsyncIterator[Gateway]:
 
 
 def controller(gateway: Gateway, tmp_path: Path, *observations: Observation) -> RolloutController:
-    store = RolloutStore(connect(tmp_path / "state.db"))
+    store = RolloutStore(SqliteRecords(connect(tmp_path / "state.db")))
     return RolloutController(gateway, ScriptedObserver(*observations), store, reports_dir=tmp_path)
 
 
@@ -70,9 +72,9 @@ async def test_healthy_steps_move_the_canary_up_and_the_last_one_promotes_it(gat
     assert weights(gateway) == {BASE: 50, NEW: 50}
     assert (await rollouts.tick("chat")).kind is ActionKind.promote
     assert weights(gateway) == {NEW: 100}
-    assert rollouts.status("chat").phase is Phase.promoted
+    assert (await rollouts.status("chat")).phase is Phase.promoted
     assert rollouts.observer.calls == [("chat", "base:v1", "new:v1", 3600)] * 2, "by the `version` label"
-    events = [entry["event"] for entry in rollouts.history("chat")]
+    events = [entry["event"] for entry in (await rollouts.history("chat"))]
     assert events == ["started", "set_weight", "set_weight", "promote"]
     with pytest.raises(ConflictError):
         await rollouts.tick("chat")  # a finished rollout is not ticked again
@@ -86,11 +88,11 @@ async def test_too_little_data_holds_the_step_and_repeated_failures_roll_back(ga
     assert weights(gateway) == {BASE: 90, NEW: 10}
     first = await rollouts.tick("chat")
     assert first.kind is ActionKind.halt and "error rate 0.300" in first.reason
-    assert weights(gateway) == {BASE: 90, NEW: 10} and rollouts.status("chat").failed_checks == 1
+    assert weights(gateway) == {BASE: 90, NEW: 10} and (await rollouts.status("chat")).failed_checks == 1
     assert (await rollouts.tick("chat")).kind is ActionKind.rollback
     assert weights(gateway) == {BASE: 100}
-    assert rollouts.status("chat").phase is Phase.rolled_back
-    last = rollouts.history("chat")[-1]
+    assert (await rollouts.status("chat")).phase is Phase.rolled_back
+    last = (await rollouts.history("chat"))[-1]
     assert last["event"] == "rollback" and last["observation"]["canary"]["server_errors"] == 30
     await rollouts.stop()
 
@@ -121,10 +123,10 @@ async def test_a_start_that_cannot_run_changes_nothing(gateway, tmp_path):
     nobody_listens = f"http://127.0.0.1:{free_port_block(1, '127.0.0.1')}/gate"
     with pytest.raises(ConflictError, match=r"Pre-rollout gate failed: webhook .* unreachable"):
         await rollouts.start("chat", "new", MANUAL, pre_rollout_webhook=nobody_listens)
-    assert weights(gateway) == {BASE: 100} and rollouts.store.get("chat") is None
+    assert weights(gateway) == {BASE: 100} and (await rollouts.store.get("chat")) is None
     zero = 'servekit_requests_total{model="new",route="chat",status="500",version="new:v1"} 0.0'
     assert zero in gateway.metrics.render([]).decode(), "the canary's series start before the gates run"
-    assert rollouts.store.history("chat")[-1]["event"] == "pre-rollout gate"
+    assert (await rollouts.store.history("chat"))[-1]["event"] == "pre-rollout gate"
     await rollouts.start("chat", "new", MANUAL)
     with pytest.raises(ConflictError, match="already has a rollout"):
         await rollouts.start("chat", "new", MANUAL)
@@ -138,26 +140,32 @@ async def test_rollback_aborts_a_running_rollout_and_returns_the_route_to_its_pr
     await rollouts.start("chat", "new", MANUAL)
     route = await rollouts.rollback("chat", None)
     assert route.versions == [BASE] and weights(gateway) == {BASE: 100}
-    assert rollouts.status("chat").phase is Phase.rolled_back
+    assert (await rollouts.status("chat")).phase is Phase.rolled_back
     assert (await rollouts.rollback("chat", "new")).versions == [NEW]
-    assert [entry["event"] for entry in rollouts.history("chat")][-3:] == ["aborted", "rollback", "rollback"]
+    assert [entry["event"] for entry in (await rollouts.history("chat"))][-3:] == ["aborted", "rollback", "rollback"]
     await rollouts.stop()
 
 
 async def test_after_a_restart_an_unfinished_rollout_resumes_ticking_on_its_own(gateway, tmp_path):
     brisk = MANUAL.model_copy(update={"interval_s": 0.05})
-    store = RolloutStore(connect(tmp_path / "state.db"))
+    store = RolloutStore(SqliteRecords(connect(tmp_path / "state.db")))
     await gateway.set_route(
         Route(name="chat", members=[RouteMember(version="base", weight=90), RouteMember(version="new", weight=10)])
     )
-    store.save(RolloutState(route="chat", primary=BASE, canary=NEW, config=brisk, phase=Phase.progressing))
+    state = RolloutState(route="chat", primary=BASE, canary=NEW, config=brisk, phase=Phase.progressing)
+    await store.save(state, None, "started", {}, None)
     rollouts = RolloutController(gateway, ScriptedObserver(HEALTHY), store, reports_dir=tmp_path)
-    rollouts.pick_up_unfinished()
+    await rollouts.pick_up_unfinished()
     async with asyncio.timeout(5):
-        while rollouts.status("chat").phase is not Phase.promoted:
+        while (await rollouts.status("chat")).phase is not Phase.promoted:
             await asyncio.sleep(0.01)
     assert weights(gateway) == {NEW: 100}
-    assert [entry["event"] for entry in rollouts.history("chat")] == ["resumed", "set_weight", "promote"]
+    assert [entry["event"] for entry in (await rollouts.history("chat"))] == [
+        "started",
+        "resumed",
+        "set_weight",
+        "promote",
+    ]
     await rollouts.stop()
 
 
@@ -167,7 +175,7 @@ async def test_a_version_named_by_its_served_name_or_its_tag_is_one_version(gate
         await rollouts.start("chat", "base:v1", MANUAL)
     state = await rollouts.start("chat", "new:v1", MANUAL)
     assert (state.primary, state.canary) == (BASE, NEW) and weights(gateway) == {BASE: 90, NEW: 10}
-    assert rollouts.history("chat")[0]["primary"] == BASE
+    assert (await rollouts.history("chat"))[0]["primary"] == BASE
     await rollouts.stop()
 
 
@@ -181,7 +189,7 @@ async def test_a_primary_without_traffic_halts_the_step_instead_of_passing_it(ga
     for _ in range(3):
         action = await rollouts.tick("chat")
         assert action.kind is ActionKind.halt and "no primary data" in action.reason
-    state = rollouts.status("chat")
+    state = await rollouts.status("chat")
     assert (state.phase, state.step, state.failed_checks) == (Phase.progressing, 0, 0)
     assert weights(gateway) == {BASE: 90, NEW: 10}
     await rollouts.stop()
@@ -199,7 +207,94 @@ async def test_at_weight_100_the_canary_is_compared_with_the_primarys_last_windo
     action = await rollouts.tick("chat")
     assert action.kind is outcome and "primary: its last window with traffic, tick 2" in action.reason
     if outcome is ActionKind.halt:
-        assert "TTFT p95 ratio 3.00" in action.reason and rollouts.status("chat").failed_checks == 1
-    reference = rollouts.status("chat").primary_reference
+        assert "TTFT p95 ratio 3.00" in action.reason and (await rollouts.status("chat")).failed_checks == 1
+    reference = (await rollouts.status("chat")).primary_reference
     assert reference is not None and reference.stats == HEALTHY.primary
     await rollouts.stop()
+
+
+STEPS = RolloutConfig(steps=[5, 10, 20, 30, 40, 50, 75, 100], interval_s=0.3, min_requests=5, failure_threshold=2)
+"""Eight healthy decisions at 0.3 s: the first holder is still mid-way when its lease expires."""
+
+
+async def test_a_rollout_ticks_on_the_lease_holder_alone_and_another_replica_finishes_it_after_the_holder_stalls(
+    tmp_path, redis_server
+):
+    """Two replicas on one real redis-server. A rollout started through the replica without the lease is ticked
+    by the holder; the holder's renewals then stall (its loop keeps running, like a paused process that wakes
+    up): the other replica takes the lease after its expiry and finishes, the stalled one's next tick is refused
+    by the fence and stops it, and the audit holds each decision exactly once, in order."""
+    state = StateSettings(url=redis_server.url, lease_ttl_s=0.6, routes_poll_s=0.05, retry_s=0.05)
+    gateways = [await started_gateway(tmp_path / f"{n}.db", "base", "new", state=state) for n in "ab"]
+    a, b = (
+        RolloutController(
+            gw, ScriptedObserver(HEALTHY), RolloutStore(gw.router.records), tmp_path, lease=gw.shared.lease(),
+            renew_s=0.1,
+        )
+        for gw in gateways
+    )  # fmt: skip
+    try:
+        await gateways[0].set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
+        a.start_holding()
+        async with asyncio.timeout(10):
+            while a.lease.token is None or gateways[1].route("chat") is None:
+                await asyncio.sleep(0.01)
+        b.start_holding()
+        assert (await b.start("chat", "new", STEPS)).step == 0 and b.lease.token is None
+        async with asyncio.timeout(10):
+            while (await a.status("chat")).step < 1:  # ticked by the holder: B holds no lease
+                await asyncio.sleep(0.01)
+        assert not b._running("chat")
+        a._holder.cancel()  # A stops renewing; its loop goes on ticking until the fence refuses it
+        async with asyncio.timeout(20):
+            while (await b.status("chat")).phase is not Phase.promoted:
+                await asyncio.sleep(0.02)
+            while a._running("chat"):
+                await asyncio.sleep(0.02)
+        history = await b.history("chat")
+        decisions = [(e["event"], e["canary_weight"]) for e in history if e["event"] in set(ActionKind)]
+        assert decisions == [*((ActionKind.set_weight, w) for w in STEPS.steps), (ActionKind.promote, 100.0)]
+        events = [e["event"] for e in history]
+        assert events.count("resumed") == 1 and events.index("resumed") > events.index("set_weight")
+        after_resume = events[events.index("resumed") :]
+        assert "set_weight" in after_resume or "promote" in after_resume, "B made decisions after taking over"
+        assert b.lease.token is not None and b.lease.token > 1
+        for gateway in gateways:
+            async with asyncio.timeout(5):
+                while weights(gateway) != {NEW: 100}:  # the holder's route change, applied by both replicas
+                    await asyncio.sleep(0.01)
+    finally:
+        for controller_, gateway in zip((a, b), gateways, strict=True):
+            await controller_.stop()
+            await gateway.stop()
+            await gateway.shared.close()
+
+
+async def test_a_replica_without_the_lease_carries_out_commands_and_a_tick_on_a_stale_state_is_refused(
+    tmp_path, redis_server
+):
+    state = StateSettings(url=redis_server.url, lease_ttl_s=5, routes_poll_s=0.05)
+    gateways = [await started_gateway(tmp_path / f"{n}.db", "base", "new", state=state) for n in "ab"]
+    a, b = (
+        RolloutController(gw, ScriptedObserver(HEALTHY), RolloutStore(gw.router.records), tmp_path) for gw in gateways
+    )
+    try:
+        await gateways[0].set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
+        async with asyncio.timeout(10):
+            while gateways[1].route("chat") is None:
+                await asyncio.sleep(0.01)
+        started = await a.start("chat", "new", MANUAL)
+        assert (await b.pause("chat")).phase is Phase.paused  # through the other replica
+        with pytest.raises(ConflictError, match="changed meanwhile"):  # a decision taken on the state before
+            await a.store.save(started.model_copy(update={"step": 1}), started, "set_weight", {}, None)
+        assert (await a.status("chat")).phase is Phase.paused
+        assert (await b.abort("chat")).phase is Phase.rolled_back
+        async with asyncio.timeout(5):
+            while weights(gateways[0]) != {BASE: 100}:
+                await asyncio.sleep(0.01)
+        assert [e["event"] for e in await a.history("chat")] == ["started", "set_weight", "paused", "aborted"]
+    finally:
+        for controller_, gateway in zip((a, b), gateways, strict=True):
+            await controller_.stop()
+            await gateway.stop()
+            await gateway.shared.close()

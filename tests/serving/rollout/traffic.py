@@ -15,10 +15,12 @@ def admin(base_url: str, method: str, path: str, **kwargs) -> httpx.Response:
 class Traffic:
     """Background chat requests to a route from many users, until stopped."""
 
-    def __init__(self, base_url: str, route: str, threads: int = 3, pin: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, route: str, threads: int = 3, pin: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         """`pin`: every request pinned to that version (`x-servekit-version`), the route's split bypassed."""
         self.base_url, self.route = base_url, route
-        self.headers = {"x-servekit-version": pin} if pin else {}
+        self.headers = ({"x-servekit-version": pin} if pin else {}) | (headers or {})
         self.stop_event = threading.Event()
         self.statuses: list[int] = []
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]

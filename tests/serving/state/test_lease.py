@@ -8,7 +8,7 @@ import pytest
 
 from serving.errors import LeaseLostError
 from serving.settings import StateSettings
-from serving.state.lease import EmbeddedLease
+from serving.state.lease import EmbeddedLease, RedisLease
 from serving.state.shared import SharedState
 
 TTL_S = 0.3
@@ -26,6 +26,7 @@ async def test_one_holder_at_a_time_and_renewing_keeps_the_token(replicas):
     a, b = (state.lease() for state in replicas)
     token = await a.acquire()
     assert token is not None
+    assert await replicas[0].client.get(a.holder_key) == a.name  # who holds it, for operators
     assert await b.acquire() is None
     assert await a.acquire() == token  # renewal
     await a.release()
@@ -35,19 +36,17 @@ async def test_one_holder_at_a_time_and_renewing_keeps_the_token(replicas):
 async def test_a_holder_that_stops_renewing_is_replaced_after_the_expiry_and_its_writes_are_refused(replicas):
     (lease_a, lease_b), (records_a, records_b) = (s.lease() for s in replicas), (s.records() for s in replicas)
     old = await lease_a.acquire()
-    await records_a.save_rollout("chat", '{"step": 1}', old)
-    await records_a.audit("chat", "promoted-step", {"step": 1}, old)
+    await records_a.save_rollout("chat", '{"step": 1}', None, "promoted-step", {"step": 1}, old)
     assert await lease_b.acquire() is None
 
     while (new := await lease_b.acquire()) is None:  # A stopped renewing: B polls until the lease expired
         await asyncio.sleep(TTL_S / 10)
     assert new > old
     with pytest.raises(LeaseLostError):  # A wakes up and tries to write its stale decision
-        await records_a.save_rollout("chat", '{"step": 99}', old)
+        await records_a.save_rollout("chat", '{"step": 99}', '{"step": 1}', "promoted-step", {"step": 99}, old)
     with pytest.raises(LeaseLostError):
-        await records_a.audit("chat", "promoted-step", {"step": 99}, old)
-    await records_b.save_rollout("chat", '{"step": 2}', new)
-    await records_b.audit("chat", "promoted-step", {"step": 2}, new)
+        await records_a.audit("chat", "resumed", {"step": 99}, old)
+    await records_b.save_rollout("chat", '{"step": 2}', '{"step": 1}', "promoted-step", {"step": 2}, new)
 
     assert await records_a.rollouts() == {"chat": '{"step": 2}'}
     assert [entry["step"] for entry in await records_a.history("chat")] == [1, 2]  # no gap, no stale duplicate
@@ -61,12 +60,19 @@ async def test_an_unreachable_redis_means_not_holding_the_lease(replicas, redis_
     assert await lease.acquire() is None and lease.token is None
 
 
+async def keep(lease: RedisLease) -> None:
+    """What `RolloutController.hold_lease` does with its lease: acquire every third of the expiry."""
+    while True:
+        await lease.acquire()
+        await asyncio.sleep(lease.ttl_ms / 3000)
+
+
 async def test_kept_leases_elect_one_holder_and_the_other_takes_over_when_it_dies(redis_server):
     # A longer expiry than the other tests': renewals every 0.5 s survive a busy CI box's scheduling stalls.
     ttl_s = 1.5
     states = [SharedState.open(StateSettings(url=redis_server.url, lease_ttl_s=ttl_s)) for _ in "ab"]
     a, b = (state.lease() for state in states)
-    keepers = {lease: asyncio.create_task(lease.keep()) for lease in (a, b)}
+    keepers = {lease: asyncio.create_task(keep(lease)) for lease in (a, b)}
     try:
         while a.token is None and b.token is None:
             await asyncio.sleep(0.05)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from serving.errors import StateUnavailableError
+from serving.errors import ConflictError, StateUnavailableError
 from serving.settings import StateSettings
 from serving.state.records import SqliteRecords
 from serving.state.redis_records import RouteWatcher
@@ -48,15 +48,21 @@ async def test_both_stores_keep_routes_rollouts_and_the_audit_log(records_and_to
     await records.delete_route("code")
     assert await records.routes() == {"chat": '{"a": 1}'}
     assert await records.routes_version() != before
-    await records.save_rollout("chat", '{"phase": "progressing"}', token)
-    await records.save_rollout("chat", '{"phase": "promoted"}', token)
-    await records.audit("chat", "started", {"canary": "v2"}, token)
-    await records.audit("chat", "promoted", {"step": 3}, token)
+    await records.audit("chat", "pre-rollout gate", {"passed": True}, None)
+    await records.save_rollout("chat", '{"phase": "progressing"}', None, "started", {"canary": "v2"}, None)
+    await records.save_rollout(
+        "chat", '{"phase": "promoted"}', '{"phase": "progressing"}', "promote", {"step": 3}, token
+    )
+    with pytest.raises(ConflictError):  # decided on a state that is no longer the stored one: neither is written
+        await records.save_rollout("chat", '{"phase": "paused"}', '{"phase": "progressing"}', "paused", {}, None)
+    with pytest.raises(ConflictError):  # a start over an existing rollout state
+        await records.save_rollout("chat", '{"phase": "progressing"}', None, "started", {}, None)
     assert await records.rollouts() == {"chat": '{"phase": "promoted"}'}
     history = await records.history("chat")
     assert [(entry["event"], entry.get("canary"), entry.get("step")) for entry in history] == [
+        ("pre-rollout gate", None, None),
         ("started", "v2", None),
-        ("promoted", None, 3),
+        ("promote", None, 3),
     ]
     assert await records.history("other") == []
 
@@ -64,10 +70,14 @@ async def test_both_stores_keep_routes_rollouts_and_the_audit_log(records_and_to
 async def test_a_route_changed_through_one_replica_is_applied_by_the_others_within_the_poll(shared):
     a, b, c = shared(), shared(), shared()
     tables: dict[str, dict[str, str]] = {"b": {}, "c": {}}
-    watchers = [
-        RouteWatcher(state.records(), lambda table, name=name: tables.__setitem__(name, table), poll_s=0.5)
-        for name, state in (("b", b), ("c", c))
-    ]
+
+    def applier(name: str):
+        async def apply(table: dict[str, str]) -> None:
+            tables[name] = table
+
+        return apply
+
+    watchers = [RouteWatcher(state.records(), applier(name), poll_s=0.5) for name, state in (("b", b), ("c", c))]
     tasks = [asyncio.create_task(watcher.run()) for watcher in watchers]
     try:
         await a.records().set_route("chat", '{"v2": 10}')
@@ -83,7 +93,11 @@ async def test_a_route_changed_through_one_replica_is_applied_by_the_others_with
 async def test_an_outage_refuses_changes_keeps_the_last_table_and_catches_up_after(shared, redis_server):
     a, b = shared(), shared()
     applied: list[dict[str, str]] = []
-    watcher = RouteWatcher(b.records(), applied.append, poll_s=0.5)
+
+    async def apply(table: dict[str, str]) -> None:
+        applied.append(table)
+
+    watcher = RouteWatcher(b.records(), apply, poll_s=0.5)
     await a.records().set_route("chat", "{}")
     assert await watcher.poll() and applied[-1] == {"chat": "{}"}
 
@@ -94,5 +108,11 @@ async def test_an_outage_refuses_changes_keeps_the_last_table_and_catches_up_aft
     assert applied == [{"chat": "{}"}]
 
     redis_server.start()  # without persistence: empty; a production Redis keeps its data (AOF/RDB)
-    await a.records().set_route("chat", '{"v2": 50}')
+    async with asyncio.timeout(5):
+        while True:  # refused at once until the back-off (`retry_s`) lets a call probe Redis again
+            try:
+                await a.records().set_route("chat", '{"v2": 50}')
+                break
+            except StateUnavailableError:
+                await asyncio.sleep(0.01)
     assert await watcher.poll() and applied[-1] == {"chat": '{"v2": 50}'}

@@ -41,11 +41,17 @@ from serving.bench.session import free_port, start_gateway, stop_gateway, wait_r
 POLICIES = ("round_robin", "least_loaded", "prefix_affinity")
 PEER = "vllm-router cache_aware"
 REFERENCE = "1 engine, 2 cores"
-FULL = Workload(conversations=32, turns=6, users=16, max_tokens=32)
+FULL = Workload(conversations=32, turns=6, users=16, max_tokens=32, document_words=1500)
+"""Each conversation carries ~1,750 tokens of its own (a pasted document) beside ~615 shared ones: what a
+conversation's replica keeps cached is mostly its own, so sending a turn elsewhere costs a real prefill."""
 QUICK = Workload(conversations=4, turns=2, users=2, max_tokens=4, system_words=40, document_words=20)
-KV_BLOCKS = 96
-"""KV blocks per replica (vLLM's CPU block is 128 tokens: 12,288 tokens), below the ~21,000 distinct tokens of
-the full workload's conversations, so one replica cannot hold all of them; the reference engine gets twice this."""
+KV_BLOCKS = 192
+"""KV blocks per replica (vLLM's CPU block is 128 tokens: 24,576 tokens): the 8 conversations in flight on a
+replica when each stays on one (~19,500 tokens with the shared prompts) fit, the 16 that every replica sees under
+`round_robin` (~36,000) do not, and the full workload's ~72,000 distinct tokens fit nowhere; the reference engine
+gets twice this."""
+MAX_MODEL_LEN = 4096
+"""A conversation's last turn is ~2,800 tokens: over the default 2,048 (the model takes 8,192)."""
 TTFT_GOAL = 0.5
 THROUGHPUT_GOAL = 1.0
 PEER_GOAL = 1.0
@@ -205,7 +211,7 @@ class Fleet:
         env = {
             "SERVEKIT_ENGINE__URL": None, "SERVEKIT_ENGINE__PORT": str(free_port()), "SERVEKIT_ENGINE__URLS": None,
             "SERVEKIT_ENGINE__REPLICAS": str(count), "SERVEKIT_ENGINE__ENABLE_LORA": "false",
-            "SERVEKIT_ENGINE__KV_CACHE_SPACE_GIB": "1",
+            "SERVEKIT_ENGINE__KV_CACHE_SPACE_GIB": "1", "SERVEKIT_ENGINE__MAX_MODEL_LEN": str(MAX_MODEL_LEN),
             "SERVEKIT_ENGINE__EXTRA_ARGS": json.dumps(["--num-gpu-blocks-override", str(blocks)]),
             "SERVEKIT_POOL__POLICY": "round_robin", "VLLM_SERVER_DEV_MODE": "1",
         }  # fmt: skip
@@ -221,6 +227,7 @@ class Fleet:
             name: {
                 "SERVEKIT_ENGINE__URL": None, "SERVEKIT_ENGINE__REPLICAS": None,
                 "SERVEKIT_ENGINE__URLS": json.dumps(engines), "SERVEKIT_ENGINE__ENABLE_LORA": "false",
+                "SERVEKIT_ENGINE__MAX_MODEL_LEN": str(MAX_MODEL_LEN),
                 "SERVEKIT_POOL__POLICY": policy,
             }
             for name, (policy, engines) in pools.items()

@@ -32,7 +32,12 @@ class Traffic:
                 n += 1
                 body = {"model": self.route, "user": f"u{index}-{n}", "max_tokens": 4,
                         "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
-                self.statuses.append(client.post("/v1/chat/completions", json=body, headers=self.headers).status_code)
+                try:
+                    response = client.post("/v1/chat/completions", json=body, headers=self.headers)
+                except httpx.TransportError:  # the server went away (a replica killed on purpose): this user stops
+                    self.statuses.append(0)
+                    return
+                self.statuses.append(response.status_code)
 
     def __enter__(self) -> Traffic:
         for thread in self.threads:

@@ -131,11 +131,11 @@ def run(ctx: BenchContext) -> SectionResult:
     table = list(rows.values())
     plot = plots.bars(
         ctx.out / "state.png",
-        "Shared state cost: in-process/embedded vs a local Redis",
+        f"Shared state vs embedded: {count} limiter calls; {requests} requests through a gateway on the echo engine",
         [
-            (f"limiter admit + settle, us ({count} calls)",
+            ("limiter admit + settle, us",
              {q: [rows[f"limiter {n}"][f"{q}_us"] for n in limiter] for q in ("p50", "p99")}, list(limiter)),
-            (f"request through the gateway, us ({requests} requests, echo engine)",
+            ("whole request, us",
              {q: [rows[f"gateway {n}"][f"{q}_us"] for n in GATEWAYS] for q in ("p50", "p99")}, list(GATEWAYS)),
         ],
     )  # fmt: skip

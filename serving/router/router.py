@@ -2,8 +2,8 @@
 
 Routes live in `serving.state.records.StateRecords`: the SQLite file (one gateway) or Redis (every replica). A change
 is written there first and applied here only once stored, so a change the other replicas cannot see (Redis down)
-is refused instead of applied on one replica. Changes made through other replicas arrive through `apply_stored`
-(the gateway's route watcher)."""
+is refused instead of applied on one replica. Changes made through other replicas arrive through `changes` and
+`applied` (the gateway's `apply_routes`, driven by its route watcher)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ class Router:
         return choose_version(route, sticky_key) if route else model
 
     def adopt(self, route: Route) -> None:
-        """Replace a route in memory only (its members resolved to registry tags at startup, or a change stored by
-        another replica): a route from the config keeps following the config."""
+        """Replace a route in memory only (its members resolved to registry tags at startup): a route from the
+        config keeps following the config."""
         self.routes[route.name] = route
 
     async def set(self, route: Route) -> None:
@@ -49,8 +49,9 @@ class Router:
         self.routes.pop(name, None)
 
     def changes(self, table: dict[str, Definition]) -> tuple[dict[str, Route], list[str]]:
-        """What a stored table changes here: routes to adopt, and routes deleted since the last one applied (a
-        deleted config route goes too, as on the replica that deleted it)."""
+        """What a stored table changes here: routes to adopt, and stored routes deleted since the last one applied.
+        A config route that was never changed at runtime is not in the table, so its deletion on another replica
+        does not reach this one (it is a default here, from the same config)."""
         changed = {name: Route.model_validate_json(d) for name, d in table.items() if self.stored.get(name) != d}
         return changed, [name for name in self.stored if name not in table]
 

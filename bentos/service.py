@@ -74,6 +74,7 @@ class Servekit:
         await self.rollouts.stop()
         await app.state.pipeline.degrader.stop()
         await app.state.shadows.close()  # writes the results of shadow runs still going
+        await app.state.pipeline.limiter.flush()  # rate-limit settlements still owed to the shared buckets
         if app.state.shared is not None:
             await app.state.shared.close()
         await self.gateway.stop()

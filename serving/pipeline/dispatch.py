@@ -248,12 +248,12 @@ class Pipeline:
             return None
         return primary
 
-    async def _finish(self, ticket: Ticket) -> None:
+    def _finish(self, ticket: Ticket) -> None:
         """What every finished request updates: its rate-limit charge (settled against real usage; an error's
         estimate comes back), its version's circuit breaker, the metrics and the access log, and a shadow
         comparison waiting for its answer."""
         stats = ticket.stats
-        await self.limiter.settle(ticket.admission, stats.prompt_tokens + stats.completion_tokens)
+        self.limiter.settle(ticket.admission, stats.prompt_tokens + stats.completion_tokens)
         self.choice.settle(ticket.served, ticket.status, ticket.error)
         stats.finish(ticket.status)
         self.record(stats)

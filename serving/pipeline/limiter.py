@@ -1,5 +1,5 @@
-"""Which rate limiter a gateway uses: in this process (no `state.url`) or shared on Redis. Both are awaited by the
-request pipeline through `serving.state.limits.AsyncRateLimiter`."""
+"""Which rate limiter a gateway uses: in this process (no `state.url`) or shared on Redis. The request pipeline
+uses both through `serving.state.limits.AsyncRateLimiter`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ class InProcessRateLimiter:
     async def admit(self, key_id: str, estimate_tokens: Callable[[], int]) -> Admission | None:
         return self.limiter.admit(key_id, estimate_tokens)
 
-    async def settle(self, admission: Admission | None, used_tokens: int) -> None:
+    def settle(self, admission: Admission | None, used_tokens: int) -> None:
         self.limiter.settle(admission, used_tokens)
+
+    async def flush(self) -> None:
+        """Settlements here are applied at once: nothing is ever pending."""
 
 
 def key_limits(settings: Settings, shared_keys: KeyLookup | None) -> Limits:

@@ -91,6 +91,11 @@ class AsyncRateLimiter(Protocol):
         None when the key has no limits (or the shared store is down and `on_unavailable` is `open`)."""
         ...
 
-    async def settle(self, admission: Admission | None, used_tokens: int) -> None:
-        """Replace the estimate by what the request really used (refund or extra charge)."""
+    def settle(self, admission: Admission | None, used_tokens: int) -> None:
+        """Replace the estimate by what the request really used (refund or extra charge); never waits, so a
+        request's answer never waits on it."""
+        ...
+
+    async def flush(self) -> None:
+        """Settlements not yet in the store, written now (at shutdown)."""
         ...

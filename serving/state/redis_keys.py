@@ -1,10 +1,11 @@
 """API keys shared by every gateway on one Redis: stored by SHA-256 (never the key), created and revoked by
 `servekit keys`, looked up by each replica from a local copy that follows a version counter.
 
-A replica checks the counter at most every `state.keys_poll_s` (≤ 1 s) when a request arrives and reloads
-the whole table when it moved, so a revoked key is refused everywhere within that delay, without a
-subscriber task per replica and with one small GET per interval instead of one per request. Unlike LiteLLM's
-per-key TTL caches, no key can outlive its revocation by more than that delay."""
+A replica checks the counter when requests arrive and reloads the whole table when it moved: one small GET per
+interval instead of one per request, and no subscriber task per replica. The check starts in the background
+once the copy is half `state.keys_poll_s` (≤ 1 s) old, so under traffic no request waits on Redis for its key;
+a request finding the copy a whole interval old waits for the check. So a revoked key is refused everywhere
+within that delay: unlike LiteLLM's per-key TTL caches, no key outlives its revocation by more than that."""
 
 from __future__ import annotations
 
@@ -134,22 +135,28 @@ class KeyLookup:
         return (key.requests_per_minute, key.tokens_per_minute) if key else (None, None)
 
     async def _refresh_when_due(self) -> None:
-        """One version check per interval, single-flight: requests arriving while it runs wait for it (a few
-        hundred microseconds), so none is let in on a table older than the interval, nor refused at start-up."""
+        """Single-flight: one check at a time, started early (half an interval) without waiting for it, and
+        waited for only once the copy is a whole interval old, so none is let in on an older table, nor refused
+        at start-up."""
         if self._loading is None:
-            if self.clock() - self._checked < self.poll_s or not self.health.available(OPERATION):
+            age = self.clock() - self._checked
+            if age < self.poll_s / 2 or not self.health.available(OPERATION):
                 return
             self._loading = asyncio.ensure_future(self._load())
-        await asyncio.shield(self._loading)
+            if age < self.poll_s:
+                return
+        if self.clock() - self._checked >= self.poll_s:
+            await asyncio.shield(self._loading)
 
     async def _load(self) -> None:
+        started = self.clock()  # the copy is as old as the version read, not as its arrival
         try:
             version = await self.store.version()
             if version != self._version:
                 table = await self.store.all()
                 self._by_digest, self._version = table, version
                 self._by_id = {key.id: key for key in table.values()}
-            self._checked = self.clock()
+            self._checked = started
             self.health.succeeded()
         except (RedisError, OSError) as error:
             self.health.failed(OPERATION, error)

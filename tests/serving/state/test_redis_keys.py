@@ -59,6 +59,22 @@ async def test_a_key_created_on_one_replica_works_on_another_and_revocation_reac
     assert on_b.limits("team-a") == (None, None)
 
 
+async def test_half_an_interval_on_a_request_starts_the_check_without_waiting_for_it(states):
+    a, b = states(), states()
+    clock = ManualClock()
+    on_b = lookup_on(b, clock)
+    digest = key_digest(new_key())
+    await a.key_store().create(StoredKey("team", digest))
+    assert (await on_b.get(digest)).id == "team"
+
+    await a.key_store().revoke("team")
+    clock.now += POLL_S / 2
+    assert (await on_b.get(digest)).id == "team"  # answered from the copy; the check runs behind it
+    while on_b._loading is not None:
+        await asyncio.sleep(0.01)
+    assert await on_b.get(digest) is None  # the copy the check brought, with no more time passed
+
+
 async def test_concurrent_first_requests_share_one_load_and_none_is_refused(states):
     state = states()
     digest = key_digest(new_key())

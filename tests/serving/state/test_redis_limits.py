@@ -80,9 +80,11 @@ async def test_tokens_are_charged_up_front_then_settled_with_real_usage_on_any_r
     assert first.headers["x-ratelimit-remaining-tokens"] == "400"
     with pytest.raises(RateLimitError):  # 400 left: the estimate is held until the request settles
         await b.limiter.admit("k", lambda: 850)
-    await a.limiter.settle(first, used_tokens=100)  # refund of 500: ~900 left
+    a.limiter.settle(first, used_tokens=100)  # refund of 500: ~900 left once it reaches the shared bucket
+    await a.limiter.flush()
     second = await b.limiter.admit("k", lambda: 850)
-    await b.limiter.settle(second, used_tokens=850 + 950)  # 950 more than estimated: ~900 in debt
+    b.limiter.settle(second, used_tokens=850 + 950)  # 950 more than estimated: ~900 in debt
+    await b.limiter.flush()
     with pytest.raises(RateLimitError) as refused:
         await a.limiter.admit("k", lambda: 100)
     assert refused.value.error_type == "tokens"
@@ -90,6 +92,32 @@ async def test_tokens_are_charged_up_front_then_settled_with_real_usage_on_any_r
     with pytest.raises(RateLimitError) as too_large:
         await a.limiter.admit("k", lambda: 1001)
     assert "whole budget" in too_large.value.message
+
+
+async def tokens_level(replica: Replica, key: str) -> float:
+    """The shared token bucket's stored level (a full bucket once the key is absent)."""
+    return float(await replica.client.hget(replica.limiter._keys(key)[1], "level"))
+
+
+async def test_a_settlement_rides_on_the_keys_next_admission_without_a_round_trip_of_its_own(replicas):
+    (a,) = replicas({"k": (0, 1000)}, count=1)
+    first = await a.limiter.admit("k", lambda: 600)
+    a.limiter.settle(first, used_tokens=100)  # 500 back, owed locally
+    assert await tokens_level(a, "k") == pytest.approx(400, abs=1)  # nothing written by the settle itself
+    second = await a.limiter.admit("k", lambda: 800)  # 900 available only once the refund is counted first
+    assert second.headers["x-ratelimit-remaining-tokens"] == "100"
+    await a.limiter.flush()
+    assert await tokens_level(a, "k") == pytest.approx(100, abs=1)  # carried once, not again by the flush
+
+
+async def test_an_owed_settlement_reaches_other_replicas_without_further_traffic(replicas):
+    a, b = replicas({"k": (0, 1000), "j": (0, 1000)}, count=2)
+    for key in ("k", "j"):
+        a.limiter.settle(await a.limiter.admit(key, lambda: 600), used_tokens=100)
+    while await tokens_level(b, "k") < 800 or await tokens_level(b, "j") < 800:  # flushed within SETTLE_DELAY_S
+        await asyncio.sleep(0.01)
+    assert (await b.limiter.admit("k", lambda: 850)).headers["x-ratelimit-remaining-tokens"] == "50"
+    assert a.errors() == 0
 
 
 async def test_headers_match_the_in_process_limiter(replicas):

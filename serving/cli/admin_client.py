@@ -66,7 +66,7 @@ def call(
 
 def _hint(response: httpx.Response) -> str:
     """What to do about a refused key: the CLI sends the admin key only from the environment."""
-    if response.status_code in (401, 403) and API_KEY_ENV not in os.environ:
+    if response.status_code in (401, 403) and not os.environ.get(API_KEY_ENV):
         return f" (export {API_KEY_ENV}=<an admin key>; `servekit keys create --id NAME --role admin` makes one)"
     return ""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,14 @@ class UserSettings:
 
 
 _user_ids = itertools.count(1)
+API_KEY_ENV = "OPENAI_API_KEY"
+
+
+def auth_headers() -> dict[str, str]:
+    """`Authorization: Bearer $OPENAI_API_KEY` when it is set (the variable the openai client and `vllm bench serve`
+    read): a gateway with API keys on refuses keyless requests."""
+    key = os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 class LLMUser(User):
@@ -74,7 +83,7 @@ class LLMUser(User):
         self.user_id = f"loadtest-user-{next(_user_ids)}"
         self.rng = random.Random(self.user_id)
         self.next_arrival = time.monotonic()
-        headers = {VERSION_HEADER: self.settings.version} if self.settings.version else {}
+        headers = auth_headers() | ({VERSION_HEADER: self.settings.version} if self.settings.version else {})
         self.client = httpx.Client(base_url=self.host, headers=headers, timeout=httpx.Timeout(300.0, connect=5.0))
 
     def on_stop(self) -> None:

@@ -26,7 +26,8 @@ from loadtest.prompts import MaxTokens
 from loadtest.results import write_outputs
 from loadtest.shapes import make_shape
 from loadtest.slo import parse_slo
-from loadtest.users import API_KEY_ENV, ENDPOINTS, LLMUser, RequestBudget, UserSettings, auth_headers
+from loadtest.stream_client import API_KEY_ENV, auth_headers
+from loadtest.users import ENDPOINTS, LLMUser, RequestBudget, UserSettings
 
 STOP_TIMEOUT_S = 30.0  # in-flight requests may finish after the shape ends; a run never outlives this
 

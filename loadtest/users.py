@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from locust.exception import StopUser
 from loadtest.metrics import UNKNOWN_VERSION, RequestRecord
 from loadtest.prompts import MaxTokens, load_prompts
 from loadtest.shapes import PoissonShape
-from loadtest.stream_client import StreamResult, iter_sse_lines
+from loadtest.stream_client import StreamResult, auth_headers, iter_sse_lines
 
 VERSION_HEADER = "x-servekit-version"
 # httpx logs every request at INFO, the level plain Locust logs at: thousands of lines a second would make the
@@ -63,14 +62,6 @@ class UserSettings:
 
 
 _user_ids = itertools.count(1)
-API_KEY_ENV = "OPENAI_API_KEY"
-
-
-def auth_headers() -> dict[str, str]:
-    """`Authorization: Bearer $OPENAI_API_KEY` when it is set (the variable the openai client and `vllm bench serve`
-    read): a gateway with API keys on refuses keyless requests."""
-    key = os.environ.get(API_KEY_ENV)
-    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 class LLMUser(User):

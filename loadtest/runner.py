@@ -26,6 +26,7 @@ from loadtest.prompts import MaxTokens
 from loadtest.results import write_outputs
 from loadtest.shapes import make_shape
 from loadtest.slo import parse_slo
+from loadtest.stream_client import API_KEY_ENV, auth_headers
 from loadtest.users import ENDPOINTS, LLMUser, RequestBudget, UserSettings
 
 STOP_TIMEOUT_S = 30.0  # in-flight requests may finish after the shape ends; a run never outlives this
@@ -97,7 +98,10 @@ def probe(url: str, model: str | None) -> str:
     """GET /v1/models before any load: fail fast on an unreachable server or a model it does not serve.
     Returns the model to load: the one named, else the only served model (several: refused, listed)."""
     try:
-        response = httpx.get(f"{url}/v1/models", timeout=5.0)
+        response = httpx.get(f"{url}/v1/models", headers=auth_headers(), timeout=5.0)
+        if response.status_code in (401, 403):
+            refused = f"{url} refused the API key ({response.status_code})"
+            raise LoadTestError(f"{refused}: set {API_KEY_ENV} to a key it accepts")
         response.raise_for_status()
         cards = response.json()["data"]
     except (httpx.HTTPError, ValueError, KeyError) as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from loadtest.bench import percentile, prompts
-from loadtest.stream_client import StreamResult, stream_chat
+from loadtest.stream_client import StreamResult, auth_headers, stream_chat
 
 RSS_SERIES = re.compile(r"^process_resident_memory_bytes\s+([0-9.e+]+)$", re.MULTILINE)
 RSS_GROWTH_LIMIT = 0.05
@@ -78,7 +78,8 @@ async def soak(
     deadline = time.monotonic() + seconds
     texts = prompts(64)
     limits = httpx.Limits(max_connections=concurrency + 2)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=limits) as client:
+    timeout = httpx.Timeout(600.0, connect=5.0)
+    async with httpx.AsyncClient(headers=auth_headers(), timeout=timeout, limits=limits) as client:
 
         async def worker(index: int) -> None:
             turn = index

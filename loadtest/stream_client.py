@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import httpx
+
+API_KEY_ENV = "OPENAI_API_KEY"
+
+
+def auth_headers() -> dict[str, str]:
+    """`Authorization: Bearer $OPENAI_API_KEY` when it is set (the variable the openai client and `vllm bench serve`
+    read): a gateway with API keys on refuses keyless requests."""
+    key = os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def split_sse(rest: bytes, chunk: bytes) -> tuple[list[str], bytes]:
@@ -123,7 +133,8 @@ async def run_concurrent(
     models = [model] if isinstance(model, str) else model
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=limits) as client:
+    timeout = httpx.Timeout(600.0, connect=5.0)
+    async with httpx.AsyncClient(headers=auth_headers(), timeout=timeout, limits=limits) as client:
 
         async def one(i: int, prompt: str) -> StreamResult:
             async with gate:

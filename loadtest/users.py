@@ -20,7 +20,7 @@ from locust.exception import StopUser
 from loadtest.metrics import UNKNOWN_VERSION, RequestRecord
 from loadtest.prompts import MaxTokens, load_prompts
 from loadtest.shapes import PoissonShape
-from loadtest.stream_client import StreamResult, iter_sse_lines
+from loadtest.stream_client import StreamResult, auth_headers, iter_sse_lines
 
 VERSION_HEADER = "x-servekit-version"
 # httpx logs every request at INFO, the level plain Locust logs at: thousands of lines a second would make the
@@ -74,7 +74,7 @@ class LLMUser(User):
         self.user_id = f"loadtest-user-{next(_user_ids)}"
         self.rng = random.Random(self.user_id)
         self.next_arrival = time.monotonic()
-        headers = {VERSION_HEADER: self.settings.version} if self.settings.version else {}
+        headers = auth_headers() | ({VERSION_HEADER: self.settings.version} if self.settings.version else {})
         self.client = httpx.Client(base_url=self.host, headers=headers, timeout=httpx.Timeout(300.0, connect=5.0))
 
     def on_stop(self) -> None:

@@ -27,6 +27,7 @@ def engine_report(engines: Engines) -> list[EngineStatus]:
             last_error=supervisor.last_error,
             url=getattr(supervisor.backend, "base_url", None),
             adapters=sorted(replica.adapters),
+            cores=getattr(supervisor.backend, "cores", None),
         )
         for name, base, replica in engines.named_replicas()
         if (supervisor := replica.supervisor) is not None

@@ -100,6 +100,7 @@ class Engines:
         assert base.discovery is not None
         supervisor = base.discovery.supervise(url)
         replica = Replica(_found_id(base, url), supervisor=supervisor)
+        supervisor.name = replica.id
         supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base, replica))
         self.pools[base.name].add(replica)
         base.replicas.append(supervisor)
@@ -215,6 +216,9 @@ class Engines:
             assert replica.supervisor is not None
             replica.supervisor.ready_hooks.append(functools.partial(self._reload_adapters, base, replica))
         self.pools[base.name] = EnginePool(base.name, replicas, make_policy(self.pool_settings))
+        if self.pooled(base):  # its supervisors' log lines name the replica, as /admin/engines and /ready do
+            for replica in replicas:
+                replica.supervisor.name = replica.id
         self.bases[base.name] = base
         profiled = in_flight_cap(base.capacity, self.capacity_margin)
         self.caps[base.name] = next(c for c in (self.max_in_flight, profiled, DEFAULT_MAX_IN_FLIGHT) if c is not None)

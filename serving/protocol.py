@@ -255,6 +255,9 @@ class EngineStatus(BaseModel):
     last_error: str | None = None
     url: str | None = Field(None, description="Where the gateway reaches the engine.")
     adapters: list[str] = Field(default_factory=list, description="Adapters loaded on this engine (replica).")
+    cores: str | None = Field(
+        None, description="CPU cores a managed CPU engine is bound to (VLLM_CPU_OMP_THREADS_BIND); None: remote, GPU."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -37,6 +37,8 @@ class EngineStartError(Exception):
 class EngineSupervisor:
     def __init__(self, backend: Backend, engine: EngineSettings, warmup: WarmupSettings) -> None:
         self.backend = backend
+        self.name = backend.served_name
+        """How logs name this engine: its version's name, or its replica's id (`name/1`) when pooled."""
         self.engine = engine
         self.warmup = warmup
         self.state = EngineState.stopped
@@ -57,7 +59,7 @@ class EngineSupervisor:
     def start(self) -> None:
         """Begin supervising in the background; returns at once so the API can answer 503s meanwhile."""
         if self._task is None:
-            self._task = asyncio.create_task(self._supervise(), name=f"supervise-{self.backend.served_name}")
+            self._task = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
 
     async def wait_ready(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._ready_event.wait(), timeout_s)
@@ -104,7 +106,7 @@ class EngineSupervisor:
             self._set_state(EngineState.down)
             logger.error(
                 "engine %s down: %s\n--- engine log tail ---\n%s",
-                self.backend.served_name,
+                self.name,
                 self.last_error,
                 self.backend.log_tail(),
             )
@@ -148,7 +150,7 @@ class EngineSupervisor:
 
     def _set_state(self, state: EngineState) -> None:
         if state is not self.state:
-            logger.info("engine %s: %s -> %s", self.backend.served_name, self.state, state)
+            logger.info("engine %s: %s -> %s", self.name, self.state, state)
             self.state_since = time.monotonic()
         self.state = state
         self._changed.set()

@@ -206,6 +206,12 @@ class VllmBackend(Backend):
     def managed(self) -> bool:
         return self._process is not None
 
+    @property
+    def cores(self) -> str | None:
+        """The CPU cores a managed CPU engine's threads are bound to (`VLLM_CPU_OMP_THREADS_BIND`); None when
+        remote or on a GPU build."""
+        return cpu_bind_list(self.settings.cpu_threads_bind) if self.managed and is_cpu_build() else None
+
     async def start(self) -> None:
         if self._process:
             await self._process.start()

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from rich.table import Table
 
 from serving.api.auth import key_digest
-from serving.cli.admin_client import console
+from serving.cli.admin_client import API_KEY_ENV, console
 from serving.cli.config import ConfigOption
 from serving.errors import ServekitError
 from serving.settings import Settings, load_settings
@@ -64,6 +64,7 @@ def create(
         _shared(settings, lambda store: store.create(stored))
         console.print(f"key (shown once): [bold]{key}[/bold]")
         console.print(f"stored hashed in {settings.state.url}; every gateway on it accepts it now.")
+        _admin_hint(role, key)
         return
     entry = {"id": key_id, "sha256": stored.sha256, "role": role, "models": models}
     limits = {"requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute}
@@ -71,8 +72,14 @@ def create(
     if priority != 1:
         entry["priority"] = priority
     console.print(f"key (shown once): [bold]{key}[/bold]")
+    _admin_hint(role, key)
     console.print("add under `auth: keys:` in servekit.yaml:")
     console.print(yaml.safe_dump([entry], sort_keys=False), highlight=False)
+
+
+def _admin_hint(role: str, key: str) -> None:
+    if role == "admin":
+        console.print(f"for the admin CLI (routes, rollout, models load, ...): export {API_KEY_ENV}={key}")
 
 
 @app.command()

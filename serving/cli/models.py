@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 import typer
 
-from serving.cli.admin_client import UrlOption, call, console
+from serving.cli.admin_client import API_KEY_ENV, UrlOption, auth_headers, call, console
 from serving.cli.config import ConfigOption
 from serving.settings import ModelSettings, load_settings
 
@@ -109,12 +109,13 @@ def _registered(tag: str, config: Path | None) -> RegisteredModel:
 def _in_use(url: str) -> set[str]:
     """Versions the running server serves or routes to; empty when no server answers at `url`."""
     try:
-        served = httpx.get(f"{url.rstrip('/')}/admin/models", timeout=5)
-        routes = httpx.get(f"{url.rstrip('/')}/admin/routes", timeout=5)
+        served = httpx.get(f"{url.rstrip('/')}/admin/models", headers=auth_headers(), timeout=5)
+        routes = httpx.get(f"{url.rstrip('/')}/admin/routes", headers=auth_headers(), timeout=5)
     except httpx.HTTPError:
         return set()
     if not (served.is_success and routes.is_success):
-        console.print(f"[red]error:[/red] {url} refused the admin API ({served.status_code}); pass an admin key")
+        refused = f"{url} refused the admin API ({served.status_code})"
+        console.print(f"[red]error:[/red] {refused}; export {API_KEY_ENV}=<an admin key>")
         raise typer.Exit(1)
     versions = {card["root"] for card in served.json()["data"]}
     return versions | {m["version"] for route in routes.json() for m in route["members"]}

@@ -142,3 +142,20 @@ def test_without_model_several_served_models_are_refused_and_listed(monkeypatch)
     listing(monkeypatch)
     with pytest.raises(LoadTestError, match=r"serves 0 models \(none\)"):
         runner.probe("http://127.0.0.1:9", None)
+
+
+def test_the_probe_sends_openai_api_key_and_a_refused_key_says_which_variable(monkeypatch):
+    sent: list[dict] = []
+
+    def answer(url: str, headers: dict, **_: object) -> httpx.Response:
+        sent.append(headers)
+        status = 200 if headers.get("Authorization") == "Bearer sk-good" else 401
+        return httpx.Response(status, json={"data": [{"id": MODEL}]}, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(runner.httpx, "get", answer)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-good")
+    assert runner.probe("http://127.0.0.1:9", None) == MODEL
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(LoadTestError, match=r"refused the API key \(401\): set OPENAI_API_KEY"):
+        runner.probe("http://127.0.0.1:9", None)
+    assert sent == [{"Authorization": "Bearer sk-good"}, {}]

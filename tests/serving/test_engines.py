@@ -214,3 +214,20 @@ async def test_a_request_for_an_adapter_unloaded_meanwhile_is_a_404_and_loads_no
         assert all(not replica.backend.adapters for replica in base.replicas)
     finally:
         await engines.stop()
+
+
+async def test_a_pooled_engines_log_lines_name_its_replica(caplog):
+    pooled, single = served_version("base", replicas=2), served_version("solo")
+    engines = Engines(ServedVersions(), [pooled, single], GatewayMetrics())
+    with caplog.at_level(logging.INFO, logger="serving.backends.supervisor"):
+        engines.start()
+        try:
+            await asyncio.gather(*(replica.wait_ready(5) for replica in [*pooled.replicas, *single.replicas]))
+        finally:
+            await engines.stop()
+    ready = sorted(r.getMessage() for r in caplog.records if r.getMessage().endswith("warming -> ready"))
+    assert ready == [
+        "engine base/0: warming -> ready",
+        "engine base/1: warming -> ready",
+        "engine solo: warming -> ready",
+    ]

@@ -24,6 +24,7 @@ def test_without_state_url_create_prints_the_config_entry_and_revoke_points_ther
     assert entry == {"id": "ci", "sha256": key_digest(key), "role": "user", "models": [], "tokens_per_minute": 500}
     refused = runner.invoke(app, ["keys", "revoke", "--id", "ci", "-c", str(config)])
     assert refused.exit_code == 1 and "servekit.yaml" in refused.output
+    assert "SERVEKIT_API_KEY" not in created.output, "a user key is no admin CLI key"
 
 
 def test_with_state_url_keys_are_created_listed_and_revoked_in_redis(tmp_path, monkeypatch, redis_server):
@@ -34,6 +35,8 @@ def test_with_state_url_keys_are_created_listed_and_revoked_in_redis(tmp_path, m
     created = runner.invoke(app, ["keys", "create", "--id", "team-a", "--role", "admin", "--model", "chat", *args])
     assert created.exit_code == 0, created.output
     assert "auth: keys" not in created.output  # nothing to paste: it is stored
+    key = re.search(r"sk-\S+", created.output).group(0)
+    assert f"export SERVEKIT_API_KEY={key}" in created.output, "an admin key says how the admin CLI sends it"
     listed = runner.invoke(app, ["keys", "list", *args])
     assert re.search(r"from-yaml .*config", listed.output)
     assert re.search(r"team-a .*admin .*chat .*redis", listed.output)

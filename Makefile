@@ -5,7 +5,8 @@ DEVICE ?= cpu
 ENGINE ?= vllm
 PYTHON ?= python3.11
 VENV ?= .venv
-PORT ?= 3000
+# PORT=N serves on N; unset: server.port from servekit.yaml (3000 by default).
+PORT ?=
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed-$(DEVICE)
@@ -57,10 +58,10 @@ $(VLLM_ROUTER_VENV)/.installed-$(VLLM_ROUTER_VERSION):
 	touch $@
 
 serve: setup $(if $(filter triton,$(ENGINE)),triton-setup)
-	SERVEKIT_MODEL__ENGINE=$(ENGINE) $(BIN)/servekit serve --port $(PORT)
+	SERVEKIT_MODEL__ENGINE=$(ENGINE) $(BIN)/servekit serve $(if $(PORT),--port $(PORT))
 
 observe: setup
-	$(BIN)/servekit observe --url http://127.0.0.1:$(PORT)
+	$(BIN)/servekit observe $(if $(PORT),--url http://127.0.0.1:$(PORT))
 
 test: setup triton-setup chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

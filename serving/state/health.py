@@ -14,6 +14,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 logger = logging.getLogger("servekit.state")
 
+OPERATIONS = ("ratelimit", "keys", "routes", "rollouts", "lease")
+"""What uses the shared state; each has its error series from the start, so `increase()` sees the first outage."""
+
 
 class StateHealth:
     def __init__(
@@ -35,6 +38,8 @@ class StateHealth:
             ("operation",),
             registry=registry,
         )
+        for operation in OPERATIONS:
+            self.errors.labels(operation)
 
     def available(self, operation: str) -> bool:
         """False while backing off after a failure; the skipped operation still counts as an error."""

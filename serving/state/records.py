@@ -4,7 +4,11 @@ in Redis (`serving.state.redis_records`, every replica).
 A rollout's state changes together with its audit entry, and only if the state is still the one the writer read
 (compare-and-set): two writers (the lease holder's tick and an admin command on another replica) can never both
 record a decision on the same state, and no state change goes unaudited. The controller's own decisions also
-carry its lease token (`serving.state.lease`), so a replica that lost the lease cannot write after its successor."""
+carry its lease token (`serving.state.lease`), so a replica that lost the lease cannot write after its successor;
+so do the route weights it sets.
+
+A deleted route is stored as `DELETED` (a tombstone) rather than removed: routes from the config are defaults on
+every replica, so only a stored deletion can take one away from the others and keep it away after a restart."""
 
 from __future__ import annotations
 
@@ -18,19 +22,27 @@ from serving.errors import ConflictError
 Definition = str
 """A route or rollout state as its pydantic model's JSON (the stores never parse it)."""
 
+DELETED: Definition = "deleted"
+"""A route's stored definition once deleted: never valid JSON, so never mistaken for a route."""
+
 
 class StateRecords(Protocol):
     async def routes(self) -> dict[str, Definition]:
-        """Route name -> definition, as stored by runtime changes (config routes are not stored)."""
+        """Route name -> definition (or `DELETED`), as stored by runtime changes (config routes are not stored)."""
         ...
 
     async def routes_version(self) -> str:
         """Changes whenever a route is set or deleted (never back to an earlier value): what replicas poll."""
         ...
 
-    async def set_route(self, name: str, definition: Definition) -> None: ...
+    async def set_route(self, name: str, definition: Definition, token: int | None = None) -> None:
+        """`token`: the lease token when the rollout controller sets the weights (LeaseLostError, nothing written,
+        when it is no longer the holder's); None for an admin's change."""
+        ...
 
-    async def delete_route(self, name: str) -> None: ...
+    async def delete_route(self, name: str) -> None:
+        """Store `DELETED` for `name`; a later `set_route` replaces it."""
+        ...
 
     async def rollouts(self) -> dict[str, Definition]:
         """Route -> rollout state."""
@@ -71,7 +83,7 @@ class SqliteRecords:
         self._changes = 0
 
     def stored_routes(self) -> dict[str, Definition]:
-        """What a starting gateway routes by (read before any event loop runs)."""
+        """What a starting gateway routes by (read before any event loop runs), tombstones included."""
         return dict(self._db.execute("SELECT name, definition FROM routes").fetchall())
 
     async def routes(self) -> dict[str, Definition]:
@@ -80,7 +92,7 @@ class SqliteRecords:
     async def routes_version(self) -> str:
         return str(self._changes)
 
-    async def set_route(self, name: str, definition: Definition) -> None:
+    async def set_route(self, name: str, definition: Definition, token: int | None = None) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO routes (name, definition, updated_at) VALUES (?, ?, ?)",
             (name, definition, time.time()),
@@ -88,8 +100,7 @@ class SqliteRecords:
         self._changes += 1
 
     async def delete_route(self, name: str) -> None:
-        self._db.execute("DELETE FROM routes WHERE name = ?", (name,))
-        self._changes += 1
+        await self.set_route(name, DELETED)
 
     async def rollouts(self) -> dict[str, Definition]:
         return dict(self._db.execute("SELECT route, state FROM rollouts").fetchall())

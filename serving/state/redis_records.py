@@ -1,9 +1,10 @@
 """`StateRecords` in Redis: every replica reads and writes the same routes, rollout states and audit log.
 
-A route change sets a new version in the same transaction, so a replica that polls it every
-`state.routes_poll_s` (`RouteWatcher`) routes by the new table within that delay. A rollout's state and its
-audit entry are written by one script: compared with what the writer read, fenced by the lease token when the
-writer is the controller. A write while Redis is unreachable is refused with 503
+A route change (a deletion too: its tombstone) sets a new version in the same script, so a replica that polls it
+every `state.routes_poll_s` (`RouteWatcher`) routes by the new table within that delay; the controller's route
+changes are fenced by its lease token in that script, so a stalled holder cannot set weights after its
+successor. A rollout's state and its audit entry are written by one script: compared with what the writer read,
+fenced by the lease token when the writer is the controller. A write while Redis is unreachable is refused with 503
 `state_unavailable`: a change that only one replica would see is worse than none."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from serving.errors import LeaseLostError, StateUnavailableError
 from serving.settings import StateSettings
 from serving.state.health import StateHealth
 from serving.state.lease import lease_key
-from serving.state.records import Definition, StateRecords, stale
+from serving.state.records import DELETED, Definition, StateRecords, stale
 
 logger = logging.getLogger("servekit.state")
 
@@ -31,6 +32,15 @@ logger = logging.getLogger("servekit.state")
 AUDIT = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: lease, routes hash, routes version; ARGV: token ('' unfenced), route, definition, new version.
+# 0: the token is not the holder's (nothing written).
+SET_ROUTE = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -58,6 +68,7 @@ class RedisRecords:
         self.routes_key, self.version_key = f"{prefix}:routes", f"{prefix}:routes:version"
         self.rollouts_key, self.audit_prefix = f"{prefix}:rollouts", f"{prefix}:audit:"
         self.lease = lease_key(settings, "rollouts")
+        self._set_route = client.register_script(SET_ROUTE)
         self._audit = client.register_script(AUDIT)
         self._save_rollout = client.register_script(SAVE_ROLLOUT)
 
@@ -80,24 +91,15 @@ class RedisRecords:
     async def routes_version(self) -> str:
         return await self._call("routes", lambda: self.client.get(self.version_key)) or ""
 
-    async def _change_route(self, change: Callable[[redis.client.Pipeline], Any]) -> None:
+    async def set_route(self, name: str, definition: Definition, token: int | None = None) -> None:
         """A fresh random version rather than a counter: a Redis restarted without its data would count
         from zero again and repeat a version some replica holds, which would then miss the change."""
-        version = uuid.uuid4().hex
-
-        async def run() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
-                change(pipe)
-                pipe.set(self.version_key, version)
-                await pipe.execute()
-
-        await self._call("routes", run)
-
-    async def set_route(self, name: str, definition: Definition) -> None:
-        await self._change_route(lambda pipe: pipe.hset(self.routes_key, name, definition))
+        keys = [self.lease, self.routes_key, self.version_key]
+        args = [_token(token), name, definition, uuid.uuid4().hex]
+        _check_fence(await self._call("routes", lambda: self._set_route(keys=keys, args=args)), token)
 
     async def delete_route(self, name: str) -> None:
-        await self._change_route(lambda pipe: pipe.hdel(self.routes_key, name))
+        await self.set_route(name, DELETED)
 
     async def rollouts(self) -> dict[str, Definition]:
         return await self._call("rollouts", lambda: self.client.hgetall(self.rollouts_key))

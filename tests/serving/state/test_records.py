@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from serving.errors import ConflictError, StateUnavailableError
+from serving.errors import ConflictError, LeaseLostError, StateUnavailableError
 from serving.settings import StateSettings
-from serving.state.records import SqliteRecords
+from serving.state.records import DELETED, SqliteRecords
 from serving.state.redis_records import RouteWatcher
 from serving.state.shared import SharedState
 from serving.state.sqlite import connect
@@ -46,8 +46,12 @@ async def test_both_stores_keep_routes_rollouts_and_the_audit_log(records_and_to
     await records.set_route("chat", '{"a": 1}')
     await records.set_route("code", '{"b": 2}')
     await records.delete_route("code")
-    assert await records.routes() == {"chat": '{"a": 1}'}
+    assert await records.routes() == {"chat": '{"a": 1}', "code": DELETED}, "a deletion is stored as a tombstone"
     assert await records.routes_version() != before
+    deleted = await records.routes_version()
+    await records.set_route("code", '{"b": 3}', token)  # created again: the tombstone is replaced
+    assert await records.routes() == {"chat": '{"a": 1}', "code": '{"b": 3}'}
+    assert await records.routes_version() != deleted
     await records.audit("chat", "pre-rollout gate", {"passed": True}, None)
     await records.save_rollout("chat", '{"phase": "progressing"}', None, "started", {"canary": "v2"}, None)
     await records.save_rollout(
@@ -116,3 +120,24 @@ async def test_an_outage_refuses_changes_keeps_the_last_table_and_catches_up_aft
             except StateUnavailableError:
                 await asyncio.sleep(0.01)
     assert await watcher.poll() and applied[-1] == {"chat": '{"v2": 50}'}
+
+
+async def test_a_route_write_with_a_stale_lease_token_is_refused_and_changes_nothing(shared, redis_server):
+    """A controller that stalled past its lease's expiry cannot set weights after its successor: the script
+    refuses it before writing the route or moving the version. The successor's token and an admin's change
+    (no token) are written."""
+    stalled, successor = shared(), shared()
+    stale_token = await stalled.lease().acquire()
+    records = successor.records()
+    await records.set_route("chat", '{"v2": 10}', stale_token)
+    await successor.client.delete(records.lease)  # the stalled holder's lease expires
+    current = await successor.lease().acquire()
+    assert current is not None and stale_token is not None and current > stale_token
+    version = await records.routes_version()
+    with pytest.raises(LeaseLostError):
+        await stalled.records().set_route("chat", '{"v2": 50}', stale_token)
+    assert await records.routes() == {"chat": '{"v2": 10}'} and await records.routes_version() == version
+    await records.set_route("chat", '{"v2": 20}', current)
+    assert await records.routes() == {"chat": '{"v2": 20}'} and await records.routes_version() != version
+    await stalled.records().set_route("chat", '{"v2": 0}')  # an operator's change carries no token
+    assert await records.routes() == {"chat": '{"v2": 0}'}

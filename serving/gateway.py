@@ -181,13 +181,14 @@ class Gateway:
         served = self.versions.resolve(version)
         self.metrics.expect(served.model.name, served.version, route)
 
-    async def set_route(self, route: Route) -> Route:
+    async def set_route(self, route: Route, token: int | None = None) -> Route:
         """Create or change a route. Members not served yet are made servable first, so the route never sends a
         request to a cold engine. Members are stored by their served names, whichever name (public name or
-        registry tag) they were given by."""
+        registry tag) they were given by. `token`: the rollout controller's lease token (fenced), None for an
+        admin's change."""
         async with self.holding(route.versions):
             resolved = await self._servable(route)
-            await self.router.set(resolved)
+            await self.router.set(resolved, token)
         return resolved
 
     async def _servable(self, route: Route) -> Route:

@@ -5,8 +5,8 @@ a rollout is changed by it alone.
 Several replicas (`state.url`): rollouts tick on exactly one of them, the holder of the lease
 (`serving.state.lease`). `hold_lease` is every replica's background task: it takes or renews the lease every
 `renew_s`; on taking it, the replica picks up every unfinished rollout from the shared state; while holding it,
-it also picks up rollouts that another replica started. Its ticks carry the lease token, so once another replica
-holds the lease they are refused (LeaseLostError) and this replica's loops stop at once.
+it also picks up rollouts that another replica started. Its ticks carry the lease token, their route weights too,
+so once another replica holds the lease they are refused (LeaseLostError) and this replica's loops stop at once.
 
 Admin commands (start, pause, resume, promote, abort, rollback) are carried out by whichever replica receives
 them, holder or not: their writes are compare-and-set on the rollout's stored state (`RolloutStore.save`), so a
@@ -215,7 +215,7 @@ class RolloutController:
         if results:
             detail["gates"] = [asdict(result) for result in results]
         await self.store.save(new_state, state, action.kind, detail, token)
-        await self._apply(new_state, action)
+        await self._apply(new_state, action, token)
         return action
 
     async def pause(self, route: str) -> RolloutState:
@@ -283,13 +283,14 @@ class RolloutController:
         await self.store.save(new_state, state, event, {"phase": phase, "step": state.step}, None)
         return new_state
 
-    async def _apply(self, state: RolloutState, action: Action) -> None:
+    async def _apply(self, state: RolloutState, action: Action, token: int | None = None) -> None:
+        """`token`: the lease token of the controller's own decision, fencing the route write like the state's."""
         if action.canary_weight is None:
             return
         route = self.routes.route(state.route)
         if route is None:
             raise ModelNotFoundError(state.route, self.routes.route_names())
-        await self.routes.set_route(route.with_split(state.primary, state.canary, action.canary_weight))
+        await self.routes.set_route(route.with_split(state.primary, state.canary, action.canary_weight), token)
         logger.info(
             "rollout %s: %s -> canary %s at %.0f%%", state.route, action.kind, state.canary, action.canary_weight
         )
@@ -310,9 +311,11 @@ class RolloutController:
                 state = await self.store.get(route)
                 if state is None or state.phase.finished:
                     return
+                if self.lease.token is None:
+                    return
                 if not aligned:
                     aligned = True
-                    await self._align(state)
+                    await self._align(state, self.lease.token)
                 await asyncio.sleep(state.config.interval_s)
                 if self.lease.token is None:
                     return
@@ -330,9 +333,9 @@ class RolloutController:
             except Exception:
                 logger.exception("rollout tick on %s failed; retrying next interval", route)
 
-    async def _align(self, state: RolloutState) -> None:
+    async def _align(self, state: RolloutState, token: int) -> None:
         if state.phase in (Phase.progressing, Phase.paused):
             route = self.routes.route(state.route)
             if route is not None and route.weight_of(state.canary) != state.canary_weight:
                 await self._apply(state, Action(ActionKind.set_weight, "resumed: route set to the state's weight",
-                                                state.canary_weight))  # fmt: skip
+                                                state.canary_weight), token)  # fmt: skip

@@ -2,11 +2,11 @@
 
 Taking the lease hands out a token from a counter that only grows, even across a Redis restarted empty (it
 starts from Redis's clock); the lease key holds the holder's token until it expires. Every rollout write
-(`RedisRecords.save_rollout`, `.audit`) runs a script that compares its token with the lease key's, so a holder
-that paused past its expiry (GC, a stalled host) and then wakes up cannot write over its successor: its token
-no longer matches, the write is refused and it stops. Because the fence guards every write, a holder whose
-renewal fails (a slow reply on a busy host, a Redis blip) keeps its token until the lease it last renewed would
-expire, instead of handing the rollout over on one timeout."""
+(`RedisRecords.save_rollout`, `.audit`, and `.set_route` for its weights) runs a script that compares its token
+with the lease key's, so a holder that paused past its expiry (GC, a stalled host) and then wakes up cannot write
+over its successor: its token no longer matches, the write is refused and it stops. Because the fence guards
+every write, a holder whose renewal fails (a slow reply on a busy host, a Redis blip) keeps its token until the
+lease it last renewed would expire, instead of handing the rollout over on one timeout."""
 
 from __future__ import annotations
 

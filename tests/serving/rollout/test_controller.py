@@ -19,7 +19,8 @@ from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
 from serving.settings import StateSettings
 from serving.state import connect
-from serving.state.records import SqliteRecords
+from serving.state.lease import RedisLease
+from serving.state.records import SqliteRecords, StateRecords
 from tests.serving.fake_engine import started_gateway
 
 HEALTHY = Observation(VersionStats(100, 0, 0.2, 1.0), VersionStats(100, 0, 0.2, 1.0), window_s=60)
@@ -298,3 +299,45 @@ async def test_a_replica_without_the_lease_carries_out_commands_and_a_tick_on_a_
             await controller_.stop()
             await gateway.stop()
             await gateway.shared.close()
+
+
+class StallingStore(RolloutStore):
+    """The holder stalls right after saving its first decision: its lease expires and `successor` takes it before
+    the holder goes on to set the route's weights."""
+
+    def __init__(self, records: StateRecords, successor: RedisLease) -> None:
+        super().__init__(records)
+        self.successor = successor
+
+    async def save(self, state, previous, event, detail, token) -> None:
+        await super().save(state, previous, event, detail, token)
+        if token is not None and self.successor.token is None:
+            await self.records.client.delete(self.records.lease)
+            assert await self.successor.acquire() is not None
+
+
+async def test_a_holder_that_stalled_after_saving_a_decision_is_refused_its_route_write_and_stops(
+    tmp_path, redis_server, caplog
+):
+    state = StateSettings(url=redis_server.url, lease_ttl_s=5)
+    gateway = await started_gateway(tmp_path / "a.db", "base", "new", state=state)
+    store = StallingStore(gateway.router.records, gateway.shared.lease())
+    rollouts = RolloutController(gateway, ScriptedObserver(HEALTHY), store, tmp_path, lease=gateway.shared.lease())
+    try:
+        await gateway.set_route(Route(name="chat", members=[RouteMember(version="base", weight=100)]))
+        await rollouts.start("chat", "new", MANUAL.model_copy(update={"interval_s": 0.05}))
+        records = gateway.router.records
+        table, version = await records.routes(), await records.routes_version()
+        stale = await rollouts.lease.acquire()
+        await rollouts.pick_up_unfinished(resumed=False)
+        async with asyncio.timeout(5):
+            await rollouts._loops["chat"]  # ticks once, then stops: it returns instead of ticking on
+        assert store.successor.token is not None and store.successor.token > stale
+        assert (await rollouts.status("chat")).step == 1, "the decision was saved before the stall"
+        assert await records.routes() == table and await records.routes_version() == version
+        assert weights(gateway) == {BASE: 90, NEW: 10}, "the stalled holder's weights were refused"
+        assert "rollout lease lost while ticking chat" in caplog.text
+    finally:
+        await rollouts.stop()
+        await gateway.stop()
+        await gateway.shared.close()

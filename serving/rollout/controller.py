@@ -71,6 +71,7 @@ class RolloutController:
         self.renew_s = renew_s
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._holder: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start_holding(self) -> None:
         """Run `hold_lease` in the background (on startup; `stop` ends it)."""
@@ -81,7 +82,7 @@ class RolloutController:
         while not. `resumed` is audited once per lease term: a renewal lost to a Redis blip and taken again with
         the same token picks the rollouts up silently."""
         holding, term = False, None
-        while True:
+        while not self._stopping:
             token = await self.lease.acquire()
             if token is None and holding:
                 logger.warning("rollout lease lost: this replica stops ticking rollouts")
@@ -109,7 +110,9 @@ class RolloutController:
                 self._spawn(state.route)
 
     async def stop(self) -> None:
-        """On shutdown: stop ticking and give the lease up, so another replica need not wait for its expiry."""
+        """On shutdown: stop ticking and give the lease up, so another replica need not wait for its expiry. The
+        flag ends `hold_lease` also when redis-py swallows the cancel (one landing while a reply is read)."""
+        self._stopping = True
         if self._holder is not None:
             self._holder.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -76,12 +76,12 @@ class RedisRecords:
         """Refused at once while backing off after a failure (StateHealth), so no admin call or route poll waits
         on a dead server's timeout more than once per `state.retry_s`."""
         if not self.health.available(operation):
-            raise StateUnavailableError(f"The shared state (Redis) is unreachable: {operation} refused.")
+            raise _unavailable()
         try:
             result = await call()
         except (RedisError, OSError) as error:
             self.health.failed(operation, error)
-            raise StateUnavailableError(f"The shared state (Redis) is unreachable: {operation} refused.") from error
+            raise _unavailable() from error
         self.health.succeeded()
         return result
 
@@ -127,6 +127,15 @@ class RedisRecords:
     async def history(self, route: str) -> list[dict[str, Any]]:
         entries = await self._call("rollouts", lambda: self.client.lrange(self.audit_prefix + route, 0, -1))
         return [json.loads(entry) for entry in entries]
+
+
+def _unavailable() -> StateUnavailableError:
+    """Whichever record failed first (a route change reads the route's rollout before writing), the operator
+    learns the same: nothing was changed, and serving goes on."""
+    return StateUnavailableError(
+        "The shared state (Redis) is unreachable: routes, rollouts and their history cannot be read or changed "
+        "until it answers; nothing was changed. Requests are still served by the last route table. Retry shortly."
+    )
 
 
 def _token(token: int | None) -> str:

@@ -4,6 +4,7 @@ against in-memory engines and a scripted observer (real traffic and Prometheus: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from serving.rollout.store import RolloutStore
 from serving.router.routes import Route, RouteMember
 from serving.settings import StateSettings
 from serving.state import connect
-from serving.state.lease import RedisLease
+from serving.state.lease import EmbeddedLease, RedisLease
 from serving.state.records import SqliteRecords, StateRecords
 from tests.serving.fake_engine import started_gateway
 
@@ -343,3 +344,29 @@ async def test_a_holder_that_stalled_after_saving_a_decision_is_refused_its_rout
         await rollouts.stop()
         await gateway.stop()
         await gateway.shared.close()
+
+
+class SwallowingLease(EmbeddedLease):
+    """A lease whose renewal swallows a cancel, as redis-py can when one lands while it reads a reply."""
+
+    def __init__(self) -> None:
+        self.renewing = asyncio.Event()
+
+    async def acquire(self) -> int | None:
+        self.renewing.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        return self.token
+
+
+async def test_stop_ends_the_lease_holder_even_when_a_renewal_swallows_the_cancel(gateway, tmp_path):
+    lease = SwallowingLease()
+    rollouts = RolloutController(
+        gateway, ScriptedObserver(HEALTHY), RolloutStore(SqliteRecords(connect(tmp_path / "state.db"))), tmp_path,
+        lease=lease, renew_s=0.01,
+    )  # fmt: skip
+    rollouts.start_holding()
+    await lease.renewing.wait()
+    stopping = asyncio.ensure_future(rollouts.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    assert done, "stop never returned: the holder renews on after the swallowed cancel"

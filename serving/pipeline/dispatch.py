@@ -235,6 +235,7 @@ class Pipeline:
             return None
 
         async def send() -> RelayedAnswer:
+            await engines.carry(candidate)  # an adapter candidate: on its replicas first, as a client's request
             slot = engines.admit(candidate, call.sticky_key, payload)
             try:
                 backend = engines.backend(candidate, slot)

@@ -125,6 +125,12 @@ def served_version(
     return ServedVersion(name, model, engines[0], 2048, name, replicas=engines)
 
 
+def adapter_of(base: ServedVersion, name: str) -> ServedVersion:
+    """An adapter riding on `base` (as `serving.versions.adapter_version` makes one)."""
+    model = RegisteredModel(f"{name}:v1", Path(f"/a/{name}"), {"kind": "adapter", "base": base.version}, {})
+    return ServedVersion(model.tag, model, base.supervisor, 2048, model.tag, parent=base.name, replicas=base.replicas)
+
+
 async def started_gateway(
     state_path: Path, *names: str, max_in_flight: int = 0, state: StateSettings | None = None
 ) -> Gateway:

@@ -20,7 +20,7 @@ from serving.protocol import CapacityProfile
 from serving.registry.store import RegisteredModel
 from serving.settings import DiscoverySettings, PoolSettings, WarmupSettings
 from serving.versions import ServedVersion, ServedVersions
-from tests.serving.fake_engine import FAST, FakeEngine, served_version, started_gateway
+from tests.serving.fake_engine import FAST, FakeEngine, adapter_of, served_version, started_gateway
 from tests.serving.registry.test_capacity import measured
 
 
@@ -58,12 +58,6 @@ async def test_an_engine_profiled_with_servekit_capacity_is_capped_at_its_knee_u
     assert unprofiled.caps == {"new": DEFAULT_MAX_IN_FLIGHT}
     card = model_cards(versions, [], engines).data[0]
     assert (card.max_in_flight, card.capacity.concurrency) == (9, 10)
-
-
-def adapter_of(base: ServedVersion, name: str) -> ServedVersion:
-    """An adapter riding on `base` (as `serving.versions.adapter_version` makes one)."""
-    model = RegisteredModel(f"{name}:v1", Path(f"/a/{name}"), {"kind": "adapter", "base": base.version}, {})
-    return ServedVersion(model.tag, model, base.supervisor, 2048, model.tag, parent=base.name, replicas=base.replicas)
 
 
 async def test_an_adapter_rides_on_k_replicas_and_the_views_say_which(tmp_path):

@@ -27,10 +27,11 @@ from serving.router.routes import Route, RouteMember
 from serving.settings import AccessLogSettings, PoolSettings, Settings, ShadowSettings
 from serving.shadow.session import Shadower
 from serving.state import connect
+from serving.versions import LoraCapacity
 from tests.serving.fake_engine import ROLE_CHUNK as ROLE
 from tests.serving.fake_engine import TOKEN_CHUNK as TOKEN
 from tests.serving.fake_engine import USAGE_CHUNK as USAGE
-from tests.serving.fake_engine import ListedChunks, served_version, started_gateway
+from tests.serving.fake_engine import ListedChunks, adapter_of, served_version, started_gateway
 
 RESPONSE_EVENTS = (
     b'{"response":{"id":"resp_1","status":"in_progress","usage":null},"sequence_number":0,"type":"response.created"}',
@@ -216,6 +217,36 @@ async def test_a_candidate_that_is_down_never_touches_the_clients_answer(pipelin
     async with asyncio.timeout(5):
         while pipeline.shadows.status("ab")["candidate_errors"] < 1:
             await asyncio.sleep(0.01)
+
+
+async def test_a_copy_to_an_adapter_candidate_goes_where_the_adapter_is_loaded_even_after_its_carrier_died(tmp_path):
+    base = served_version("base", replicas=2)
+    gateway = Gateway([base], embedded_router(connect(tmp_path / "a.db"), {}), lora=LoraCapacity(16),
+                      pool=PoolSettings(adapter_replicas=1))  # fmt: skip
+    gateway.start()
+    for replica in base.replicas:
+        await replica.wait_ready(5)
+    try:
+        pirate = adapter_of(base, "pirate")
+        await gateway.engines.load_adapter(pirate)
+        replicas = gateway.engines.pools["base"].replicas.values()
+        (carrier,) = [replica for replica in replicas if replica.adapters]
+        (other,) = [replica for replica in replicas if replica is not carrier]
+        await carrier.supervisor.stop()  # the only replica carrying the adapter is gone
+        pipeline = Pipeline(Settings(access_log=AccessLogSettings(enabled=False)), gateway,
+                            Shadower(ShadowSettings(), tmp_path, CollectorRegistry()))  # fmt: skip
+        await gateway.set_route(Route(name="ab", members=[RouteMember(version="base", weight=100)]))
+        pipeline.shadows.start("ab", "base", pirate.name, percent=100, max_in_flight=4)
+        assert (await pipeline.serve(Call("chat/completions", chat(model="ab"), ANONYMOUS, "req-copy"))).body
+        async with asyncio.timeout(5):
+            while pipeline.shadows.status("ab")["comparison"]["pairs"] < 1:
+                await asyncio.sleep(0.01)
+        assert pipeline.shadows.status("ab")["candidate_errors"] == 0
+        engine = other.supervisor.backend
+        assert engine.adapters == [pirate.engine_model], "loaded where the copy could go, as for a client's request"
+        assert engine.payloads[-1]["model"] == pirate.engine_model
+    finally:
+        await gateway.stop()
 
 
 async def test_a_pool_keeps_a_conversation_on_one_replica_and_fails_over_before_the_first_byte(tmp_path):

@@ -28,26 +28,36 @@ from serving.state.records import DELETED, Definition, StateRecords, stale
 
 logger = logging.getLogger("servekit.state")
 
-# KEYS: lease, audit list; ARGV: token ('' unfenced), entry. 0: the token is not the holder's.
-AUDIT = """
+FENCE = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+"""
+"""Every fenced script's first line: KEYS[1] is the lease, ARGV[1] the writer's token ('' unfenced); 0 when the
+token is not the holder's, before anything is written."""
+
+# KEYS: lease, audit list; ARGV: token, entry.
+AUDIT = (
+    FENCE
+    + """
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
+)
 
-# KEYS: lease, routes hash, routes version; ARGV: token ('' unfenced), route, definition, new version.
-# 0: the token is not the holder's (nothing written).
-SET_ROUTE = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+# KEYS: lease, routes hash, routes version; ARGV: token, route, definition, new version.
+SET_ROUTE = (
+    FENCE
+    + """
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4])
 return 1
 """
+)
 
-# KEYS: lease, rollouts hash, audit list; ARGV: token ('' unfenced), route, '1' when a state is expected, the
-# expected state, the new state, the audit entry. 0: the token is not the holder's; -1: the state changed.
-SAVE_ROLLOUT = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+# KEYS: lease, rollouts hash, audit list; ARGV: token, route, '1' when a state is expected, the expected state,
+# the new state, the audit entry. -1: the state changed.
+SAVE_ROLLOUT = (
+    FENCE
+    + """
 local current = redis.call('HGET', KEYS[2], ARGV[2])
 if ARGV[3] == '1' then
   if current ~= ARGV[4] then return -1 end
@@ -58,6 +68,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[5])
 redis.call('RPUSH', KEYS[3], ARGV[6])
 return 1
 """
+)
 
 
 class RedisRecords:
